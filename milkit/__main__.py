@@ -1,0 +1,3 @@
+from milkit.cli import main
+
+main()

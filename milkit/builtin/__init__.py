@@ -1,0 +1,1 @@
+"""milkit's own components, registered through the same hooks as any plugin."""

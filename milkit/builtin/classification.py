@@ -1,0 +1,93 @@
+"""Slide classification (cancer subtyping): cross-entropy head with scikit-learn metrics."""
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from milkit.aggregator import AggregatorOutput
+from milkit.config import ComponentConfig
+from milkit.head import Head, HeadOutput, Row
+
+
+class ClassificationConfig(ComponentConfig):
+    label_column: str = Field("label", description="Cohort column holding the class of each slide.")
+    class_weights: str | list[float] | None = Field(
+        None, description="None, 'balanced' (inverse training frequency) or one weight per class (sorted order)."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the linear classifier.")
+
+
+class Classification(Head):
+    """Linear classifier on the slide embedding; classes are learnt from the training split.
+
+    Metrics (scikit-learn): balanced accuracy, accuracy, macro one-vs-rest AUC, macro F1
+    and the confusion matrix (rows = truth, columns = prediction, class order as
+    ``classes``).
+    """
+
+    name = "classification"
+    Config = ClassificationConfig
+    monitor = "balanced_accuracy"
+    monitor_mode = "max"
+
+    def __init__(self, config: ClassificationConfig, *, in_dim: int, target_state: dict[str, Any]) -> None:
+        super().__init__(config, in_dim=in_dim, target_state=target_state)
+        self.classes: list[str] = list(target_state["classes"])
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(in_dim, len(self.classes)))
+        weights = target_state.get("class_weights")
+        self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float32) if weights else None)
+
+    @classmethod
+    def fit_targets(cls, config: ClassificationConfig, train_rows: list[Row]) -> dict[str, Any]:
+        labels = [str(r[config.label_column]) for r in train_rows]
+        classes = sorted(set(labels))
+        weights: list[float] | None = None
+        if config.class_weights == "balanced":
+            counts = np.array([labels.count(c) for c in classes], dtype=float)
+            weights = (len(labels) / (len(classes) * counts)).tolist()
+        elif isinstance(config.class_weights, list):
+            if len(config.class_weights) != len(classes):
+                raise ValueError(
+                    f"class_weights has {len(config.class_weights)} values but the training split has "
+                    f"{len(classes)} classes {classes}"
+                )
+            weights = list(config.class_weights)
+        return {"classes": classes, "class_weights": weights}
+
+    @classmethod
+    def check_rows(cls, config: ClassificationConfig, rows: list[Row]) -> list[str]:
+        col = config.label_column
+        bad = [r.get("slide_id", "?") for r in rows if r.get(col) in (None, "") or r.get(col) != r.get(col)]
+        return [f"column '{col}' is empty for slide(s) {', '.join(map(str, bad[:5]))}"] if bad else []
+
+    def collate_targets(self, rows: list[Row]) -> dict[str, Tensor]:
+        col = self.config.label_column
+        idx = [self.index.get(str(r[col]), -100) for r in rows]  # unseen class: ignored by the loss
+        return {"label": torch.tensor(idx, dtype=torch.long)}
+
+    def forward(self, x: AggregatorOutput, targets: dict[str, Tensor] | None = None) -> HeadOutput:
+        return HeadOutput({"logits": self.classifier(x.embedding)})  # b c
+
+    def loss(self, out: HeadOutput, targets: dict[str, Tensor]) -> Tensor:
+        logits = out.values["logits"].float()
+        return F.cross_entropy(logits, targets["label"], weight=self.class_weights, ignore_index=-100)
+
+    def predict(self, x: AggregatorOutput, rows: list[Row]) -> list[Row]:
+        probs = torch.softmax(self.forward(x).values["logits"].float(), dim=-1).cpu().numpy()
+        col = self.config.label_column
+        records = []
+        for row, p in zip(rows, probs):
+            rec: Row = {"slide_id": row["slide_id"], "target": str(row[col]), "pred": self.classes[int(p.argmax())]}
+            rec.update({f"prob_{c}": float(v) for c, v in zip(self.classes, p)})
+            records.append(rec)
+        return records
+
+    def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
+        from milkit.metrics.classification import classification_metrics
+
+        return classification_metrics(records, self.classes)

@@ -1,0 +1,1 @@
+"""Task metrics, computed with scikit-learn / scikit-survival / pycocoevalcap."""

@@ -1,0 +1,111 @@
+"""Build the plugin manager: entry-point plugins, then milkit's built-in plugins.
+
+Environment variables:
+    MILKIT_DISABLE_PLUGIN_AUTOLOAD=1  do not load entry-point plugins at all
+    MILKIT_DISABLE_PLUGINS=a,b        block the named plugins (entry-point names)
+    MILKIT_TRACE_PLUGINS=1            print every hook call, its implementations and results
+"""
+
+import importlib
+import importlib.metadata
+import os
+import sys
+from typing import Any
+
+import pluggy
+
+from milkit import hookspecs
+from milkit.hookspecs import PROJECT
+
+BUILTIN_PLUGINS = (
+    "milkit.builtin.extractors",
+    "milkit.builtin.aggregators",
+    "milkit.builtin.heads",
+)
+
+_PROBLEMS_ATTR = "_milkit_load_problems"
+
+
+def _env_list(name: str) -> list[str]:
+    return [s.strip() for s in os.environ.get(name, "").split(",") if s.strip()]
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
+    """Build a fresh plugin manager (never a global): entry points first, then builtins.
+
+    A plugin that fails to import is recorded (see :func:`load_problems`) instead of
+    raising, so every other plugin keeps working.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    problems: list[str] = []
+    for name in _env_list("MILKIT_DISABLE_PLUGINS"):
+        pm.set_blocked(name)
+    if autoload is None:
+        autoload = not os.environ.get("MILKIT_DISABLE_PLUGIN_AUTOLOAD")
+    if autoload:
+        _load_entrypoints(pm, problems)
+    for modname in BUILTIN_PLUGINS:
+        if not pm.is_blocked(modname):
+            pm.register(importlib.import_module(modname), name=modname)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        problems.append(f"plugin '{exc.plugin}' implements a hook milkit does not know: {exc}")
+        pm.unregister(exc.plugin)
+    if os.environ.get("MILKIT_TRACE_PLUGINS"):
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
+    setattr(pm, _PROBLEMS_ATTR, problems)
+    return pm
+
+
+def _load_entrypoints(pm: pluggy.PluginManager, problems: list[str]) -> None:
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != PROJECT or pm.is_blocked(ep.name) or pm.get_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                problems.append(
+                    f"plugin '{ep.name}' (distribution {dist.metadata['name']} {dist.version}) failed to load: "
+                    f"{type(exc).__name__}: {exc}; fix or uninstall it (`pip uninstall {dist.metadata['name']}`), "
+                    f"or disable it with MILKIT_DISABLE_PLUGINS={ep.name}"
+                )
+                continue
+            pm._plugin_distinfo.append((plugin, dist))  # what pluggy's own loader records
+
+
+def load_problems(pm: pluggy.PluginManager) -> list[str]:
+    """Problems met while loading plugins into ``pm`` (failed imports, unknown hooks)."""
+    return list(getattr(pm, _PROBLEMS_ATTR, []))
+
+
+def describe_plugin(pm: pluggy.PluginManager, plugin_name: str) -> "Provider":
+    """The plugin's name plus the distribution that installed it (``milkit`` for builtins)."""
+    from milkit.registry import Provider
+
+    plugin = pm.get_plugin(plugin_name)
+    for p, dist in pm.list_plugin_distinfo():
+        if p is plugin:
+            return Provider(plugin_name, dist.metadata["name"], dist.version)
+    if plugin_name in BUILTIN_PLUGINS:
+        from milkit import __version__
+
+        return Provider(plugin_name, "milkit", __version__)
+    return Provider(plugin_name, "(not installed: registered at run time)", "")
+
+
+def _trace_before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
+    names = ", ".join(impl.plugin_name for impl in hook_impls)
+    print(f"[milkit trace] {hook_name}({kwargs}) -> implementations: {names}", file=sys.stderr)
+
+
+def _trace_after(outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
+    try:
+        result = outcome.get_result()
+    except BaseException as exc:  # noqa: BLE001 - report, do not swallow
+        print(f"[milkit trace] {hook_name} raised {exc!r}", file=sys.stderr)
+        return
+    print(f"[milkit trace] {hook_name} returned {result!r}", file=sys.stderr)
