@@ -1,0 +1,36 @@
+"""MILModel: an aggregator and a head wired together (the unit that is trained and checkpointed)."""
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from milkit.aggregator import Aggregator, AggregatorOutput
+from milkit.head import Head, HeadOutput
+
+
+@dataclass
+class Bags:
+    """A padded batch of B bags: feats [B,N,D], mask [B,N] (True = real patch), coords [B,N,2]."""
+
+    feats: Tensor
+    mask: Tensor
+    coords: Tensor
+
+    def to(self, device: object) -> "Bags":
+        return Bags(self.feats.to(device), self.mask.to(device), self.coords.to(device))
+
+
+class MILModel(nn.Module):
+    """``head(aggregator(bags))``. State-dict keys start with ``aggregator.`` or ``head.``."""
+
+    def __init__(self, aggregator: Aggregator, head: Head) -> None:
+        super().__init__()
+        self.aggregator = aggregator
+        self.head = head
+        head.bind(aggregator)
+
+    def encode(self, bags: Bags) -> AggregatorOutput:
+        return self.aggregator(bags.feats, bags.mask, bags.coords)
+
+    def forward(self, bags: Bags, targets: dict[str, Tensor] | None = None) -> HeadOutput:
+        return self.head(self.encode(bags), targets)
