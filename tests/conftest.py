@@ -24,3 +24,42 @@ def registries():
     from milkit.registry import build_registries
 
     return build_registries(get_plugin_manager(autoload=False))
+
+
+def write_synthetic_cohort(root: Path, *, n_slides: int = 36, n_classes: int = 3, dim: int = 16, seed: int = 0) -> Path:
+    """A small learnable cohort of HDF5 bags: class c shifts the mean of feature c.
+
+    Writes ``root/features/<slide_id>.h5`` and ``root/cohort.csv`` (slide_id, case_id,
+    label, time, event, report) and returns the csv path. Every 4th patient has 2 slides.
+    """
+    import csv
+
+    import h5py
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n_slides):
+        label = i % n_classes
+        case = f"case{i // 2:03d}" if i % 4 < 2 else f"case{i:03d}x"
+        n = int(rng.integers(5, 40))
+        feats = rng.normal(size=(n, dim)).astype("float32")
+        feats[: n // 2, label] += 4.0
+        coords = np.stack(np.meshgrid(np.arange(8), np.arange(8)), -1).reshape(-1, 2)[:n] * 224
+        with h5py.File(root / "features" / f"s{i:03d}.h5", "w") as f:
+            f["features"] = feats
+            f["coords"] = coords
+        time = float(rng.exponential(10.0 / (1 + label)) + 0.1)
+        rows.append({"slide_id": f"s{i:03d}", "case_id": case, "label": f"class{label}", "time": round(time, 3),
+                     "event": int(rng.random() < 0.7), "report": f"tumor of type {label} . grade {label} ."})
+    with (root / "cohort.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "cohort.csv"
+
+
+@pytest.fixture
+def synthetic_cohort(tmp_path: Path) -> Path:
+    return write_synthetic_cohort(tmp_path / "cohort")

@@ -1,0 +1,1 @@
+"""Cohort tables, patient-level splits, and the store of feature bags."""

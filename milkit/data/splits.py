@@ -1,0 +1,87 @@
+"""Patient-level (case_id) disjoint splits: stratified holdout, stratified K-fold, or given."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from milkit.errors import DataError
+
+Split = dict[str, list[str]]  # {"train": [...], "val": [...], "test": [...]} slide ids
+
+
+def _group_folds(ids: list[str], groups: list[str], strata: list[str], k: int, seed: int) -> list[list[int]]:
+    """Indices of K patient-disjoint, stratified folds (StratifiedGroupKFold, shuffled)."""
+    k = max(2, min(k, len(set(groups))))
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [list(test) for _, test in splitter.split(np.zeros(len(ids)), strata, groups)]
+
+
+def _carve_val(rows: list[dict[str, Any]], idx: list[int], stratum, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    if val_fraction <= 0 or len(idx) < 4:
+        return idx, []
+    k = max(2, round(1 / val_fraction))
+    sub = [rows[i] for i in idx]
+    folds = _group_folds([r["slide_id"] for r in sub], [r["case_id"] for r in sub], [stratum(r) for r in sub], k, seed)
+    val = {idx[j] for j in folds[0]}
+    return [i for i in idx if i not in val], sorted(val)
+
+
+def make_splits(
+    rows: list[dict[str, Any]], *, mode: str, seed: int, folds: int = 5, val_fraction: float = 0.15,
+    test_fraction: float = 0.2, stratify: str | None = None,
+) -> list[Split]:
+    """Build splits whose train/val/test never share a patient (``case_id``).
+
+    ``holdout`` gives one split; ``kfold`` gives K splits whose test sets partition the
+    cohort (each with its own validation carve-out from the training patients).
+    """
+    def stratum(r: dict[str, Any]) -> str:
+        return str(r.get(stratify)) if stratify else "all"
+
+    ids = [r["slide_id"] for r in rows]
+    groups = [str(r["case_id"]) for r in rows]
+    strata = [stratum(r) for r in rows]
+    k = folds if mode == "kfold" else max(2, round(1 / test_fraction))
+    test_folds = _group_folds(ids, groups, strata, k, seed)
+    out: list[Split] = []
+    for f, test_idx in enumerate(test_folds if mode == "kfold" else test_folds[:1]):
+        test = set(test_idx)
+        rest = [i for i in range(len(rows)) if i not in test]
+        train, val = _carve_val(rows, rest, stratum, val_fraction, seed + 1 + f)
+        out.append({"train": [ids[i] for i in train], "val": [ids[i] for i in val], "test": [ids[i] for i in sorted(test)]})
+    check_disjoint(out, rows)
+    return out
+
+
+def check_disjoint(splits: list[Split], rows: list[dict[str, Any]]) -> None:
+    """Raise if any patient appears in two parts of one split."""
+    case = {r["slide_id"]: str(r["case_id"]) for r in rows}
+    for f, split in enumerate(splits):
+        seen: dict[str, str] = {}
+        for part, sids in split.items():
+            for sid in sids:
+                c = case.get(sid, sid)
+                if seen.setdefault(c, part) != part:
+                    raise DataError(f"fold {f}: patient {c} is in both {seen[c]} and {part}; splits must be patient-disjoint")
+
+
+def save_splits(path: Path, splits: list[Split], meta: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**meta, "folds": splits}, indent=1))
+    tmp.replace(path)
+
+
+def load_splits(path: Path, known_ids: set[str]) -> list[Split]:
+    """Read a splits.json (milkit's layout); slides unknown to the cohort are an error."""
+    try:
+        data = json.loads(path.read_text())
+        folds = data["folds"]
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read splits from {path}: {exc} (expected milkit's splits.json with 'folds')") from exc
+    unknown = sorted({s for f in folds for part in f.values() for s in part} - known_ids)
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} slide(s) not in the cohort, e.g. {', '.join(unknown[:5])}")
+    return folds

@@ -1,0 +1,81 @@
+"""The recipe's fixed tables other than the component tables, as pydantic models."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from milkit.config import ComponentConfig
+
+
+class RunSection(ComponentConfig):
+    name: str = Field("run", description="Run name; the default output dir is runs/<name>.")
+    output_dir: Path | None = Field(None, description="Where the run dir is written (default runs/<name>).")
+    seed: int = Field(0, description="Seed for splits, initialisation, shuffling and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
+    deterministic: bool = Field(True, description="Use deterministic torch algorithms (bit-identical CPU runs).")
+
+
+class CohortSection(ComponentConfig):
+    demo: bool = Field(False, description="Use the built-in synthetic demo cohort (generated on first use).")
+    csv: Path | None = Field(None, description="Cohort table: slide_id, case_id, task columns, optional slide_path.")
+    annotations: Path | None = Field(
+        None, description="HistGen annotation JSON (train/val/test lists of {id, report}); replaces csv."
+    )
+    slides_dir: Path | None = Field(None, description="Folder of slides, for rows without a slide_path.")
+    features_dir: Path | None = Field(
+        None, description="Folder of per-slide feature files (<slide_id>.h5 or .pt); default <csv dir>/features/<extractor>."
+    )
+    splits: Literal["holdout", "kfold", "given"] = Field(
+        "holdout", description="holdout: one train/val/test split; kfold: K patient-disjoint folds; given: from file."
+    )
+    folds: int = Field(5, ge=2, le=50, description="Number of folds for splits = 'kfold'.")
+    val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of patients for validation.")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="Share of patients for test (holdout).")
+    splits_file: Path | None = Field(None, description="splits.json of an earlier run, for splits = 'given'.")
+    stratify: str | None = Field("auto", description="Column to stratify on; 'auto' uses the head's label/event.")
+    cache_in_memory: bool = Field(True, description="Keep loaded bags in memory across epochs.")
+
+    @model_validator(mode="after")
+    def _source(self) -> "CohortSection":
+        if not self.demo and self.csv is None and self.annotations is None:
+            raise ValueError("set one of demo = true, csv = \"cohort.csv\" or annotations = \"annotations.json\"")
+        return self
+
+
+class TrainSection(ComponentConfig):
+    epochs: int = Field(20, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(1, ge=1, description="Bags per step (padded); Cox needs several.")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="adam (coupled L2) or adamw (decoupled).")
+    lr: float = Field(1e-4, gt=0, description="Learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    amsgrad: bool = Field(False, description="AMSGrad variant of Adam/AdamW.")
+    scheduler: Literal["none", "step", "cosine"] = Field("none", description="Per-epoch LR schedule.")
+    step_size: int = Field(1, ge=1, description="StepLR: epochs between decays.")
+    gamma: float = Field(0.8, gt=0, le=1, description="StepLR: decay factor.")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+    grad_clip_value: float | None = Field(None, gt=0, description="Clip each gradient element to ±value (HistGen).")
+    accumulate_steps: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many epochs without improvement.")
+    monitor: str | None = Field(None, description="Validation metric for model selection (default: the head's).")
+    monitor_mode: Literal["max", "min"] | None = Field(None, description="Whether the monitor is maximised.")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    max_patches: int | None = Field(None, ge=1, description="Randomly subsample training bags to this many patches.")
+
+
+class EvalSection(ComponentConfig):
+    splits: list[Literal["train", "val", "test"]] = Field(["val", "test"], description="Splits evaluated at the end.")
+    checkpoint: Literal["best", "last"] = Field("best", description="Which checkpoint is evaluated.")
+    every_n_epochs: int = Field(1, ge=1, description="Validate every n epochs (model selection granularity).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0 = off).")
+
+
+SECTIONS: dict[str, type[ComponentConfig]] = {
+    "run": RunSection,
+    "cohort": CohortSection,
+    "train": TrainSection,
+    "eval": EvalSection,
+}
+COMPONENT_TABLES = ("extractor", "aggregator", "head")
+OPTIONAL_TABLES = ("compare",)
+ALL_TABLES = ("run", "cohort", "extractor", "aggregator", "head", "train", "eval", "compare")

@@ -1,0 +1,247 @@
+"""``milkit run``: cohort -> (extraction if needed) -> splits -> train/evaluate each fold -> run dir."""
+
+import csv
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+import torch
+
+from milkit import __version__
+from milkit.checkpoint import save_json
+from milkit.data.bags import BagStore, find_feature_file
+from milkit.data.cohort import Cohort, load_cohort_csv, load_histgen_annotations
+from milkit.data.splits import Split, load_splits, make_splits, save_splits
+from milkit.errors import DataError
+from milkit.model import MILModel
+from milkit.recipe.validate import ResolvedRecipe
+from milkit.registry import Registries
+from milkit.trainer import FoldData, Trainer, check_rows, pick_device, seed_everything
+
+log = logging.getLogger("milkit")
+
+
+def load_cohort(recipe: ResolvedRecipe) -> Cohort:
+    c = recipe.cohort
+    if c.annotations is not None:
+        return load_histgen_annotations(c.annotations)
+    if c.demo and c.csv is None:
+        from milkit.demo import demo_cohort
+
+        return load_cohort_csv(demo_cohort())
+    assert c.csv is not None
+    return load_cohort_csv(c.csv, slides_dir=c.slides_dir)
+
+
+def features_dir(recipe: ResolvedRecipe, cohort: Cohort) -> Path:
+    if recipe.cohort.features_dir is not None:
+        return recipe.cohort.features_dir
+    base = cohort.source.parent / "features"
+    return base / recipe.extractor.name if recipe.extractor is not None else base
+
+
+def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = True) -> dict[str, Path]:
+    """Feature file per slide; slides without one are extracted (when a slide file and an
+    [extractor] are known) or reported and left out."""
+    fdir = features_dir(recipe, cohort)
+    paths: dict[str, Path] = {}
+    missing: list[dict[str, Any]] = []
+    for row in cohort.rows:
+        path = find_feature_file(fdir, row["slide_id"]) if fdir.is_dir() else None
+        if path is not None:
+            paths[row["slide_id"]] = path
+        else:
+            missing.append(row)
+    extractable = [r for r in missing if r.get("slide_path")]
+    if extractable and recipe.extractor is not None:
+        from milkit.extract.pipeline import extract_slides
+
+        log.info("extracting features for %d slide(s) into %s", len(extractable), fdir)
+        encoder = recipe.extractor.cls(recipe.extractor.config)
+        summary = extract_slides([Path(r["slide_path"]) for r in extractable], fdir, extractor=encoder,
+                                 settings=recipe.extractor.extra["settings"], progress=progress)
+        for sid, reason in summary.failed:
+            log.warning("slide %s: extraction failed (%s); left out of this run", sid, reason)
+        for row in extractable:
+            path = find_feature_file(fdir, row["slide_id"])
+            if path is not None:
+                paths[row["slide_id"]] = path
+    lost = [r["slide_id"] for r in cohort.rows if r["slide_id"] not in paths]
+    if lost:
+        log.warning("%d slide(s) have no features in %s and are left out: %s", len(lost), fdir, ", ".join(lost[:10]))
+    if not paths:
+        hint = "add an [extractor] table and slide_path column" if recipe.extractor is None else "see the extraction report"
+        raise DataError(f"no feature files found in {fdir} for any slide of {cohort.source}; {hint}")
+    return paths
+
+
+def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) -> list[Split]:
+    c = recipe.cohort
+    rows = [r for r in cohort.rows if r["slide_id"] in available]
+    if c.splits == "given" and c.splits_file is not None:
+        splits = load_splits(c.splits_file, {r["slide_id"] for r in cohort.rows})
+    elif c.splits == "given" or (cohort.given_splits is not None and c.splits == "holdout"):
+        if cohort.given_splits is None:
+            raise DataError("splits = 'given' needs [cohort] splits_file or HistGen annotations")
+        splits = [dict(cohort.given_splits)]
+    else:
+        stratify = c.stratify
+        if stratify == "auto":
+            label = getattr(recipe.head.config, "label_column", None)
+            cols = recipe.head.cls.target_columns
+            stratify = label or ("event" if "event" in cols else None)
+        splits = make_splits(rows, mode=c.splits, seed=recipe.run.seed, folds=c.folds, val_fraction=c.val_fraction,
+                             test_fraction=c.test_fraction, stratify=stratify)
+    return [{part: [s for s in ids if s in available] for part, ids in split.items()} for split in splits]
+
+
+def build_model(recipe: ResolvedRecipe, in_dim: int, target_state: dict[str, Any]) -> MILModel:
+    agg = recipe.aggregator.cls(recipe.aggregator.config, in_dim=in_dim)
+    head = recipe.head.cls(recipe.head.config, in_dim=agg.out_dim, target_state=target_state)
+    return MILModel(agg, head)
+
+
+def init_aggregator(model: MILModel, recipe: ResolvedRecipe) -> dict[str, Any] | None:
+    """``[aggregator] init``: copy another run's aggregator weights (fold 0's selected checkpoint)."""
+    from milkit.transfer import load_aggregator_weights
+
+    init = recipe.aggregator.extra.get("init")
+    if init is None:
+        return None
+    info = load_aggregator_weights(model.aggregator, Path(init), recipe.aggregator)
+    if recipe.aggregator.extra.get("freeze"):
+        for p in model.aggregator.parameters():
+            p.requires_grad_(False)
+        info["frozen"] = True
+    return info
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None, resume: bool = False,
+               progress: bool = True, console: Any = None) -> Path:
+    """Run a validated recipe end to end; returns the run dir."""
+    run_dir = Path(out) if out is not None else recipe.output_dir
+    if run_dir.exists() and not resume:
+        for stale in ("metrics.json", "predictions.csv", "splits.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        for fold_dir in run_dir.glob("fold_*"):
+            shutil.rmtree(fold_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(run_dir)
+    try:
+        return _run(recipe, run_dir, resume=resume, progress=progress, console=console)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool, console: Any) -> Path:
+    started = time.time()
+    (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
+    cohort = load_cohort(recipe)
+    check_rows(recipe, cohort.rows)
+    store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=recipe.cohort.cache_in_memory)
+    splits_path = run_dir / "splits.json"
+    if resume and splits_path.is_file():
+        splits = load_splits(splits_path, set(cohort.by_id))
+    else:
+        splits = resolve_splits(recipe, cohort, set(store.paths))
+        save_splits(splits_path, splits, {"mode": recipe.cohort.splits, "seed": recipe.run.seed,
+                                          "unit": "case_id (patient)"})
+    device = pick_device(recipe.run.device)
+    by_id = cohort.by_id
+    folds: list[dict[str, Any]] = []
+    predictions: list[dict[str, Any]] = []
+    init_info = None
+    for fold, split in enumerate(splits):
+        fold_dir = run_dir / f"fold_{fold}"
+        fold_dir.mkdir(exist_ok=True)
+        result_path = fold_dir / "result.json"
+        if resume and result_path.is_file():
+            result = json.loads(result_path.read_text())
+            log.info("fold %d: already finished, reusing %s", fold, result_path)
+        else:
+            seed_everything(recipe.run.seed + fold, recipe.run.deterministic)
+            rows = {part: [by_id[s] for s in ids] for part, ids in split.items()}
+            target_state = recipe.head.cls.fit_targets(recipe.head.config, rows["train"])
+            save_json(fold_dir / "target_state.json", target_state)
+            model = build_model(recipe, store.feature_dim, target_state)
+            save_json(fold_dir / "model.json", {"in_dim": store.feature_dim, "aggregator": recipe.aggregator.name,
+                                                "head": recipe.head.name})
+            init_info = init_aggregator(model, recipe)
+            trainer = Trainer(recipe, model, FoldData(rows, store), fold_dir, fold=fold, device=device,
+                              progress=progress)
+            state = trainer.fit(resume=resume)
+            result = trainer.evaluate(state)
+            result["init"] = init_info
+            result["n_parameters"] = sum(p.numel() for p in model.parameters())
+            result["n_trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            save_json(result_path, result)
+        folds.append(result)
+        for split_name, records in result["records"].items():
+            if split_name in recipe.eval.splits:
+                predictions.extend({"fold": fold, "split": split_name, **r} for r in records)
+    summary = summarise(folds)
+    metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
+               "aggregator": recipe.aggregator.name, "monitor": folds[0]["monitor"],
+               "aggregator_init": folds[0].get("init"),
+               "n_slides": {part: len(ids) for part, ids in splits[0].items()},
+               "folds": [{k: v for k, v in f.items() if k != "records"} for f in folds],
+               "summary": summary, "seconds": round(time.time() - started, 1)}
+    save_json(run_dir / "metrics.json", metrics)
+    _write_predictions(run_dir / "predictions.csv", predictions)
+    log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
+    return run_dir
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and std over folds of every scalar metric, per split."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split in folds[0]["metrics"]:
+        keys = [k for k, v in folds[0]["metrics"][split].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for key in keys:
+            values = np.array([f["metrics"][split].get(key, np.nan) for f in folds], dtype=float)
+            out.setdefault(split, {})[key] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
+                                              "std": float(np.nanstd(values)) if np.isfinite(values).any() else None}
+    return out
+
+
+def _write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for r in records:
+        columns.extend(k for k in r if k not in columns)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+    tmp.replace(path)
+
+
+def load_run(run_dir: Path, registries: Registries, *, fold: int = 0, device: str = "cpu") -> tuple[MILModel, ResolvedRecipe]:
+    """Rebuild a trained model from its run dir (recipe.toml, target_state.json, best/last weights)."""
+    from milkit.checkpoint import load_weights
+    from milkit.recipe import load_recipe, validate_recipe
+
+    recipe = validate_recipe(load_recipe(run_dir / "recipe.toml"), registries, check_files=False)
+    fold_dir = run_dir / f"fold_{fold}"
+    target_state = json.loads((fold_dir / "target_state.json").read_text())
+    ckpt = fold_dir / "checkpoints" / "best.safetensors"
+    if not ckpt.is_file():
+        ckpt = fold_dir / "checkpoints" / "last.safetensors"
+    in_dim = int(json.loads((fold_dir / "model.json").read_text())["in_dim"])
+    model = build_model(recipe, in_dim, target_state)
+    load_weights(model, ckpt)
+    return model.to(torch.device(device)).eval(), recipe
