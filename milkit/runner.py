@@ -160,14 +160,29 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
         splits = resolve_splits(recipe, cohort, set(store.paths))
         save_splits(splits_path, splits, {"mode": recipe.cohort.splits, "seed": recipe.run.seed,
                                           "unit": "case_id (patient)"})
+    folds, predictions = train_folds(recipe, store, cohort.by_id, splits, run_dir, resume=resume, progress=progress)
+    summary = summarise(folds)
+    metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
+               "aggregator": recipe.aggregator.name, "monitor": folds[0]["monitor"],
+               "aggregator_init": folds[0].get("init"),
+               "n_slides": {part: len(ids) for part, ids in splits[0].items()},
+               "folds": [{k: v for k, v in f.items() if k != "records"} for f in folds],
+               "summary": summary, "seconds": round(time.time() - started, 1)}
+    save_json(run_dir / "metrics.json", metrics)
+    _write_predictions(run_dir / "predictions.csv", predictions)
+    log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
+    return run_dir
+
+
+def train_folds(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[str, Any]], splits: list[Split],
+                run_dir: Path, *, resume: bool, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and evaluate every fold into ``run_dir/fold_<k>``; finished folds are reused when resuming."""
     device = pick_device(recipe.run.device)
-    by_id = cohort.by_id
     folds: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
-    init_info = None
     for fold, split in enumerate(splits):
         fold_dir = run_dir / f"fold_{fold}"
-        fold_dir.mkdir(exist_ok=True)
+        fold_dir.mkdir(parents=True, exist_ok=True)
         result_path = fold_dir / "result.json"
         if resume and result_path.is_file():
             result = json.loads(result_path.read_text())
@@ -193,17 +208,7 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
         for split_name, records in result["records"].items():
             if split_name in recipe.eval.splits:
                 predictions.extend({"fold": fold, "split": split_name, **r} for r in records)
-    summary = summarise(folds)
-    metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
-               "aggregator": recipe.aggregator.name, "monitor": folds[0]["monitor"],
-               "aggregator_init": folds[0].get("init"),
-               "n_slides": {part: len(ids) for part, ids in splits[0].items()},
-               "folds": [{k: v for k, v in f.items() if k != "records"} for f in folds],
-               "summary": summary, "seconds": round(time.time() - started, 1)}
-    save_json(run_dir / "metrics.json", metrics)
-    _write_predictions(run_dir / "predictions.csv", predictions)
-    log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
-    return run_dir
+    return folds, predictions
 
 
 def summarise(folds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

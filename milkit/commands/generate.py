@@ -1,0 +1,70 @@
+"""``milkit generate RUN_DIR --features PATH...``: one generated report per slide, to CSV."""
+
+import csv
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def collect_feature_files(paths: list[Path]) -> list[Path]:
+    """Feature files named directly, or found (non-recursively) in named folders."""
+    from milkit.data.bags import FEATURE_SUFFIXES
+    from milkit.errors import DataError
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if f.suffix in FEATURE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"no such feature file or folder: {p}")
+    if not files:
+        raise DataError(f"no feature files (.h5, .hdf5, .pt) in {', '.join(map(str, paths))}")
+    return files
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generate")
+    def generate(
+        run_dir: Annotated[Path, typer.Argument(help="A trained run dir (milkit run or milkit import-histgen).")],
+        features: Annotated[list[Path], typer.Option("--features", help="Feature files or folders (repeatable).")],
+        out: Annotated[Path, typer.Option("--out", help="CSV to write: slide_id, report.")] = Path("reports.csv"),
+        batch_size: Annotated[int, typer.Option(help="Slides decoded together.")] = 8,
+        device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+        fold: Annotated[int, typer.Option(help="Which fold's model to use.")] = 0,
+    ) -> None:
+        """Generate a report for every slide with a trained report-generation run."""
+        import torch
+        from rich.progress import Progress
+
+        from milkit.data.bags import BagStore, collate_bags
+        from milkit.errors import MilkitError
+        from milkit.plugins import get_plugin_manager
+        from milkit.registry import build_registries
+        from milkit.runner import load_run
+        from milkit.trainer import pick_device
+
+        dev = pick_device(device)
+        model, recipe = load_run(run_dir, build_registries(get_plugin_manager()), fold=fold, device=str(dev))
+        if not model.head.requires_tokens:
+            raise MilkitError(f"{run_dir} trained head '{recipe.head.name}', which does not generate reports; "
+                              "use a run of the 'report' head")
+        files = collect_feature_files(features)
+        store = BagStore({f.stem: f for f in files}, cache=False)
+        ids = list(store.paths)
+        tmp = out.with_name(out.name + ".tmp")
+        with Progress() as bar, tmp.open("w", newline="") as fh, torch.no_grad():
+            writer = csv.writer(fh)
+            writer.writerow(["slide_id", "report"])
+            task = bar.add_task("generating reports", total=len(ids))
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start:start + batch_size]
+                bags = collate_bags([store.load(s) for s in chunk]).to(dev)
+                records = model.head.predict(model.encode(bags), [{"slide_id": s} for s in chunk])
+                for rec in records:
+                    writer.writerow([rec["slide_id"], rec["generated"]])
+                bar.advance(task, len(chunk))
+        tmp.replace(out)
+        typer.echo(f"wrote {len(ids)} reports to {out}")

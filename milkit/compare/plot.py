@@ -1,0 +1,30 @@
+"""comparison.png: the primary metric per aggregator, every run as a dot, mean and 95 % CI as a bar."""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], metric: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2.5, 4))
+    for i, row in enumerate(rows):
+        values = runs[row["aggregator"]]
+        ax.scatter([i] * len(values), values, color="0.6", s=14, zorder=2)
+        stat = row[metric]
+        if stat["mean"] is not None:
+            low, high = stat["ci95"]
+            ax.errorbar(i, stat["mean"], yerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o", color="C0",
+                        capsize=5, zorder=3)
+    ax.set_xticks(range(len(rows)), [r["aggregator"] for r in rows], rotation=20)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"test {metric}: runs (grey), mean and 95 % CI (blue)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,134 @@
+"""Train every aggregator of ``[compare]`` on the same folds and seeds; write the comparison files."""
+
+import csv
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from milkit.checkpoint import save_json
+from milkit.compare.config import CompareSection
+from milkit.compare.plot import plot_comparison
+from milkit.compare.stats import mean_ci, paired_test
+from milkit.data.bags import BagStore
+from milkit.data.splits import load_splits, make_splits, save_splits
+from milkit.recipe.validate import Component, ResolvedRecipe
+from milkit.registry import Registries
+from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, train_folds
+
+log = logging.getLogger("milkit")
+
+
+def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Registries) -> list[tuple[str, ResolvedRecipe]]:
+    out = []
+    for entry in section.aggregators:
+        name = entry["name"]
+        cls = registries.aggregators.get(name)
+        params = {k: v for k, v in entry.items() if k not in ("name", "label")}
+        component = Component("aggregator", name, cls, cls.Config.model_validate(params))
+        out.append((str(entry.get("label", name)), dataclasses.replace(recipe, aggregator=component)))
+    return out
+
+
+def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None,
+                progress: bool = True) -> Path:
+    """Run (or resume) the comparison; finished (aggregator, seed, fold) runs are reused."""
+    section = CompareSection.model_validate(recipe.compare)
+    out_dir = Path(out) if out is not None else recipe.output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(out_dir)
+    try:
+        (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
+        cohort = load_cohort(recipe)
+        check_rows(recipe, cohort.rows)
+        store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=True)  # loaded once, shared
+        splits_path = out_dir / "splits.json"
+        if splits_path.is_file():
+            splits = load_splits(splits_path, set(cohort.by_id))
+        else:
+            label = getattr(recipe.head.config, "label_column", None)
+            stratify = label or ("event" if "event" in recipe.head.cls.target_columns else None)
+            rows = [r for r in cohort.rows if r["slide_id"] in store.paths]
+            splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
+                                 val_fraction=recipe.cohort.val_fraction, stratify=stratify)
+            save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
+        results: dict[str, list[dict[str, Any]]] = {}
+        for label, variant in _variants(recipe, section, registries):
+            for seed in section.seeds:
+                seeded = dataclasses.replace(variant, run=variant.run.model_copy(update={"seed": seed}))
+                run_dir = out_dir / "runs" / label / f"seed_{seed}"
+                log.info("compare: %s seed %d", label, seed)
+                folds, _ = train_folds(seeded, store, cohort.by_id, splits, run_dir, resume=True, progress=progress)
+                results.setdefault(label, []).extend({**f, "seed": seed} for f in folds)
+        table = summarise_comparison(results, recipe, section)
+        write_comparison(out_dir, table)
+        return out_dir
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def summarise_comparison(results: dict[str, list[dict[str, Any]]], recipe: ResolvedRecipe,
+                         section: CompareSection) -> dict[str, Any]:
+    metric = section.metric or recipe.head.cls.monitor
+    mode = recipe.head.cls.monitor_mode if metric == recipe.head.cls.monitor else "max"
+    rows: list[dict[str, Any]] = []
+    runs: dict[str, list[float]] = {}
+    for label, folds in results.items():
+        test = [f["metrics"].get("test", {}) for f in folds]
+        keys = [k for k, v in test[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        row: dict[str, Any] = {"aggregator": label, "n_runs": len(folds)}
+        for key in keys:
+            row[key] = mean_ci([t.get(key) for t in test])
+        runs[label] = [t.get(metric) for t in test]
+        costs = [f["cost"] for f in folds]
+        row["n_parameters"] = folds[0]["n_parameters"]
+        row["seconds_per_epoch"] = sum(c["seconds_per_epoch"] or 0 for c in costs) / len(costs)
+        row["peak_memory_mb"] = max(c["peak_memory_mb"] for c in costs)
+        row["inference_seconds_per_slide"] = sum(c["inference_seconds_per_slide"] or 0 for c in costs) / len(costs)
+        rows.append(row)
+    scored = [r for r in rows if r.get(metric, {}).get("mean") is not None]
+    best = (max if mode == "max" else min)(scored, key=lambda r: r[metric]["mean"])["aggregator"] if scored else None
+    for row in rows:
+        if best is None or row["aggregator"] == best:
+            row["vs_best"] = {"method": section.test, "p_value": None, "within_noise": None, "is_best": row["aggregator"] == best}
+        else:
+            row["vs_best"] = {**paired_test(runs[row["aggregator"]], runs[best], method=section.test), "is_best": False}
+    return {"metric": metric, "mode": mode, "best": best, "folds": section.folds, "seeds": section.seeds,
+            "rows": rows, "runs": runs}
+
+
+def write_comparison(out_dir: Path, table: dict[str, Any]) -> None:
+    save_json(out_dir / "comparison.json", table)
+    metric = table["metric"]
+    metric_keys: list[str] = []
+    for row in table["rows"]:
+        metric_keys.extend(k for k, v in row.items() if isinstance(v, dict) and "ci95" in v and k not in metric_keys)
+    header = ["aggregator", "n_runs"]
+    for k in metric_keys:
+        header += [f"{k}_mean", f"{k}_std", f"{k}_ci95_low", f"{k}_ci95_high"]
+    header += ["n_parameters", "seconds_per_epoch", "peak_memory_mb", "inference_seconds_per_slide",
+               f"p_vs_best_{metric}", "within_noise_of_best"]
+    tmp = out_dir / "comparison.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for row in table["rows"]:
+            line: list[Any] = [row["aggregator"], row["n_runs"]]
+            for k in metric_keys:
+                s = row.get(k, {"mean": None, "std": None, "ci95": [None, None]})
+                line += [s["mean"], s["std"], *s["ci95"]]
+            vs = row["vs_best"]
+            line += [row["n_parameters"], row["seconds_per_epoch"], row["peak_memory_mb"],
+                     row["inference_seconds_per_slide"], vs.get("p_value"),
+                     "best" if vs["is_best"] else vs.get("within_noise")]
+            w.writerow(line)
+    tmp.replace(out_dir / "comparison.csv")
+    plot_comparison(table["rows"], table["runs"], metric, out_dir / "comparison.png")
+
+
+def load_comparison(out_dir: Path) -> dict[str, Any]:
+    return json.loads((out_dir / "comparison.json").read_text())
