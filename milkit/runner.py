@@ -113,12 +113,28 @@ def init_aggregator(model: MILModel, recipe: ResolvedRecipe) -> dict[str, Any] |
     init = recipe.aggregator.extra.get("init")
     if init is None:
         return None
+    if not (Path(init) / "metrics.json").is_file() and recipe.aggregator.extra.get("init_recipe"):
+        pretrain_first(Path(recipe.aggregator.extra["init_recipe"]), Path(init))
     info = load_aggregator_weights(model.aggregator, Path(init), recipe.aggregator)
     if recipe.aggregator.extra.get("freeze"):
         for p in model.aggregator.parameters():
             p.requires_grad_(False)
         info["frozen"] = True
     return info
+
+
+def pretrain_first(recipe_path: Path, run_dir: Path) -> None:
+    """Run ``init_recipe`` into ``run_dir`` (resuming if it was interrupted) before the transfer run."""
+    from milkit.plugins import get_plugin_manager
+    from milkit.recipe import load_recipe, validate_recipe
+    from milkit.registry import build_registries
+
+    log.info("[aggregator] init: %s has no finished run; running %s first", run_dir, recipe_path)
+    registries = build_registries(get_plugin_manager())
+    resolved = validate_recipe(load_recipe(recipe_path), registries)
+    handlers = list(log.handlers)
+    run_recipe(resolved, registries, out=run_dir, resume=True, progress=True)
+    log.handlers[:] = handlers
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:

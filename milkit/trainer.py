@@ -106,6 +106,8 @@ class Trainer:
     def train_epoch(self, epoch: int, bar: Progress | None) -> float:
         t = self.recipe.train
         self.model.train()
+        if not any(p.requires_grad for p in self.model.aggregator.parameters()):
+            self.model.aggregator.eval()  # frozen encoder: no dropout, a fixed feature map for the head
         gen = torch.Generator().manual_seed(self.recipe.run.seed * 1000 + self.fold * 100 + epoch)
         rows = self.data.rows["train"]
         task = bar.add_task(f"epoch {epoch}", total=math.ceil(len(rows) / t.batch_size)) if bar else None

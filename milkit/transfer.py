@@ -42,4 +42,5 @@ def load_aggregator_weights(aggregator: Aggregator, run_dir: Path, component: An
     if in_dim is not None and in_dim != aggregator.in_dim:
         raise CheckpointError(f"[aggregator] init: {run_dir} was trained on {in_dim}-d features, these are "
                               f"{aggregator.in_dim}-d")
-    return {"from": str(run_dir), "checkpoint": str(path), "tensors_loaded": len(tensors), "frozen": False}
+    return {"from": str(run_dir), "checkpoint": str(path), "tensors_loaded": len(tensors),
+            "source_head": tomllib.loads((run_dir / "recipe.toml").read_text())["head"]["name"], "frozen": False}

@@ -16,7 +16,7 @@ from milkit.recipe.sections import ALL_TABLES, SECTIONS, CohortSection, EvalSect
 from milkit.registry import Registries
 
 DEMO_EXTRACTOR = "color-texture"
-AGGREGATOR_RESERVED = {"name", "init", "freeze"}
+AGGREGATOR_RESERVED = {"name", "init", "init_recipe", "freeze"}
 
 
 @dataclass
@@ -187,15 +187,23 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     if agg is not None:
         agg_table = data["aggregator"]
         init = agg_table.get("init")
+        init_recipe = agg_table.get("init_recipe")
         freeze = agg_table.get("freeze", False)
         if init is not None and not isinstance(init, str):
             col.add("aggregator", "init", f"expected the path of a run dir (a string), got {init!r}")
         elif init is not None:
-            init_path = _resolve_path(recipe.base_dir, Path(init))
-            if check_files and not (init_path / "recipe.toml").is_file():
-                col.add("aggregator", "init", f"not a milkit run dir (no recipe.toml in {init_path}); "
-                        "train one first, e.g. `milkit run recipes/histgen_report.toml`")
+            init_path = Path(init).expanduser().resolve()  # run dirs are relative to the working dir, as output_dir
             agg.extra["init"] = str(init_path)
+            if init_recipe is not None:
+                recipe_path = _resolve_path(recipe.base_dir, Path(str(init_recipe)))
+                agg.extra["init_recipe"] = str(recipe_path)
+                if check_files and not recipe_path.is_file():
+                    col.add("aggregator", "init_recipe", f"file not found: {recipe_path}")
+            elif check_files and not (init_path / "recipe.toml").is_file():
+                col.add("aggregator", "init", f"not a milkit run dir (no recipe.toml in {init_path}); train it "
+                        "first (e.g. `milkit run recipes/histgen_report.toml`) or set init_recipe = \"<recipe>\"")
+        elif init_recipe is not None:
+            col.add("aggregator", "init_recipe", "init_recipe needs init = \"<run dir>\" (where it writes its run)")
         if not isinstance(freeze, bool):
             col.add("aggregator", "freeze", f"expected true or false, got {freeze!r}")
         elif freeze and init is None:
