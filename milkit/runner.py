@@ -12,7 +12,7 @@ import numpy as np
 import tomli_w
 import torch
 
-from milkit import __version__
+from milkit import __version__, distributed
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
 from milkit.data.cohort import Cohort, load_cohort_csv, load_histgen_annotations
@@ -63,8 +63,11 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = 
 
         log.info("extracting features for %d slide(s) into %s", len(extractable), fdir)
         encoder = recipe.extractor.cls(recipe.extractor.config)
+        shard = (distributed.rank(), distributed.world_size()) if distributed.active() else None
         summary = extract_slides([Path(r["slide_path"]) for r in extractable], fdir, extractor=encoder,
-                                 settings=recipe.extractor.extra["settings"], progress=progress)
+                                 settings=recipe.extractor.extra["settings"], shard=shard,
+                                 progress=progress and distributed.is_main())
+        distributed.barrier()  # every rank's share is written before anyone reads
         for sid, reason in summary.failed:
             log.warning("slide %s: extraction failed (%s); left out of this run", sid, reason)
         for row in extractable:
@@ -138,6 +141,8 @@ def pretrain_first(recipe_path: Path, run_dir: Path) -> None:
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
+    if not distributed.is_main():  # only rank 0 writes files
+        return logging.NullHandler()
     handler = logging.FileHandler(run_dir / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -149,11 +154,12 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir."""
     run_dir = Path(out) if out is not None else recipe.output_dir
-    if run_dir.exists() and not resume:
+    if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)
         for fold_dir in run_dir.glob("fold_*"):
             shutil.rmtree(fold_dir)
+    distributed.barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run_dir)
     try:
@@ -165,7 +171,9 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
 
 def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool, console: Any) -> Path:
     started = time.time()
-    (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
+    main = distributed.is_main()
+    if main:
+        (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
     store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=recipe.cohort.cache_in_memory)
@@ -173,9 +181,10 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
     if resume and splits_path.is_file():
         splits = load_splits(splits_path, set(cohort.by_id))
     else:
-        splits = resolve_splits(recipe, cohort, set(store.paths))
-        save_splits(splits_path, splits, {"mode": recipe.cohort.splits, "seed": recipe.run.seed,
-                                          "unit": "case_id (patient)"})
+        splits = resolve_splits(recipe, cohort, set(store.paths))  # deterministic: identical on every rank
+        if main:
+            save_splits(splits_path, splits, {"mode": recipe.cohort.splits, "seed": recipe.run.seed,
+                                              "unit": "case_id (patient)"})
     folds, predictions = train_folds(recipe, store, cohort.by_id, splits, run_dir, resume=resume, progress=progress)
     summary = summarise(folds)
     metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
@@ -184,8 +193,10 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
                "n_slides": {part: len(ids) for part, ids in splits[0].items()},
                "folds": [{k: v for k, v in f.items() if k != "records"} for f in folds],
                "summary": summary, "seconds": round(time.time() - started, 1)}
-    save_json(run_dir / "metrics.json", metrics)
-    _write_predictions(run_dir / "predictions.csv", predictions)
+    if main:
+        save_json(run_dir / "metrics.json", metrics)
+        _write_predictions(run_dir / "predictions.csv", predictions)
+    distributed.barrier()
     log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
     return run_dir
 
@@ -193,38 +204,44 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
 def train_folds(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[str, Any]], splits: list[Split],
                 run_dir: Path, *, resume: bool, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train and evaluate every fold into ``run_dir/fold_<k>``; finished folds are reused when resuming."""
-    device = pick_device(recipe.run.device)
     folds: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
     for fold, split in enumerate(splits):
-        fold_dir = run_dir / f"fold_{fold}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        result_path = fold_dir / "result.json"
-        if resume and result_path.is_file():
-            result = json.loads(result_path.read_text())
-            log.info("fold %d: already finished, reusing %s", fold, result_path)
-        else:
-            seed_everything(recipe.run.seed + fold, recipe.run.deterministic)
-            rows = {part: [by_id[s] for s in ids] for part, ids in split.items()}
-            target_state = recipe.head.cls.fit_targets(recipe.head.config, rows["train"])
-            save_json(fold_dir / "target_state.json", target_state)
-            model = build_model(recipe, store.feature_dim, target_state)
-            save_json(fold_dir / "model.json", {"in_dim": store.feature_dim, "aggregator": recipe.aggregator.name,
-                                                "head": recipe.head.name})
-            init_info = init_aggregator(model, recipe)
-            trainer = Trainer(recipe, model, FoldData(rows, store), fold_dir, fold=fold, device=device,
-                              progress=progress)
-            state = trainer.fit(resume=resume)
-            result = trainer.evaluate(state)
-            result["init"] = init_info
-            result["n_parameters"] = sum(p.numel() for p in model.parameters())
-            result["n_trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            save_json(result_path, result)
+        result = train_fold(recipe, store, by_id, split, run_dir / f"fold_{fold}", fold=fold, resume=resume,
+                            progress=progress)
         folds.append(result)
         for split_name, records in result["records"].items():
             if split_name in recipe.eval.splits:
                 predictions.extend({"fold": fold, "split": split_name, **r} for r in records)
     return folds, predictions
+
+
+def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[str, Any]], split: Split,
+               fold_dir: Path, *, fold: int, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train one fold (or reuse its result.json when resuming) and return its result."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    result_path = fold_dir / "result.json"
+    if resume and result_path.is_file():
+        log.info("fold %d: already finished, reusing %s", fold, result_path)
+        return json.loads(result_path.read_text())
+    seed_everything(recipe.run.seed + fold, recipe.run.deterministic)
+    rows = {part: [by_id[s] for s in ids] for part, ids in split.items()}
+    target_state = recipe.head.cls.fit_targets(recipe.head.config, rows["train"])
+    model = build_model(recipe, store.feature_dim, target_state)
+    if distributed.is_main():
+        save_json(fold_dir / "target_state.json", target_state)
+        save_json(fold_dir / "model.json", {"in_dim": store.feature_dim, "aggregator": recipe.aggregator.name,
+                                            "head": recipe.head.name})
+    init_info = init_aggregator(model, recipe)
+    trainer = Trainer(recipe, model, FoldData(rows, store), fold_dir, fold=fold, device=pick_device(recipe.run.device),
+                      progress=progress)
+    result = trainer.evaluate(trainer.fit(resume=resume))
+    result["init"] = init_info
+    result["n_parameters"] = sum(p.numel() for p in model.parameters())
+    result["n_trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if distributed.is_main():
+        save_json(result_path, result)
+    return result
 
 
 def summarise(folds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

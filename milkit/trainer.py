@@ -1,5 +1,6 @@
 """Train one fold: plain PyTorch loop, model selection on validation only, resumable checkpoints."""
 
+import hashlib
 import json
 import logging
 import math
@@ -17,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from milkit.checkpoint import load_training_state, load_weights, save_json, save_training_state, save_weights
 from milkit.data.bags import BagStore, collate_bags
 from milkit.errors import DataError
-from milkit.model import MILModel
+from milkit import distributed
+from milkit.model import Bags, MILModel
 from milkit.recipe.validate import ResolvedRecipe
 
 log = logging.getLogger("milkit")
@@ -82,72 +84,105 @@ class Trainer:
                                                   ("min" if "loss" in self.monitor else "max"))
         self.optimizer, self.scheduler = build_optimizer(model, recipe)
         self.model.to(device)
+        self.ddp = None
+        if distributed.active():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                               find_unused_parameters=True)
+
+    def forward_model(self, bags: Bags, targets: dict[str, torch.Tensor]):
+        """Training forward: through DistributedDataParallel when running under torchrun."""
+        return (self.ddp or self.model)(bags, targets)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.recipe.train.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _batches(self, rows: list[Row], batch_size: int, generator: torch.Generator | None):
-        order = torch.randperm(len(rows), generator=generator).tolist() if generator is not None else range(len(rows))
-        order = list(order)
-        max_patches = self.recipe.train.max_patches if generator is not None else None
-        for start in range(0, len(order), batch_size):
-            batch_rows = [rows[i] for i in order[start:start + batch_size]]
-            items = []
-            for r in batch_rows:
-                feats, coords = self.data.store.load(r["slide_id"])
-                if max_patches and feats.shape[0] > max_patches:
-                    keep = torch.randperm(feats.shape[0], generator=generator)[:max_patches].sort().values
-                    feats, coords = feats[keep], coords[keep]
-                items.append((feats, coords))
-            yield batch_rows, collate_bags(items).to(self.device)
+    def _load(self, batch_rows: list[Row], subsample_seed: int | None) -> Bags:
+        """Pad the rows' bags into a batch; ``subsample_seed`` draws ``max_patches`` per slide
+        from a generator keyed on (seed, slide), so the draw does not depend on rank or order."""
+        max_patches = self.recipe.train.max_patches if subsample_seed is not None else None
+        items = []
+        for r in batch_rows:
+            feats, coords = self.data.store.load(r["slide_id"])
+            if max_patches and feats.shape[0] > max_patches:
+                key = int.from_bytes(hashlib.blake2b(f"{subsample_seed}:{r['slide_id']}".encode(), digest_size=8).digest())
+                keep = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(key))[:max_patches]
+                feats, coords = feats[keep.sort().values], coords[keep.sort().values]
+            items.append((feats, coords))
+        return collate_bags(items).to(self.device)
+
+    def _targets(self, rows: list[Row]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.model.head.collate_targets(rows).items()}
 
     def train_epoch(self, epoch: int, bar: Progress | None) -> float:
+        """One epoch over the training rows in a seeded order; under torchrun each rank takes its
+        share of every global batch and gradients are averaged, so the update equals a single
+        process with the same global batch."""
         t = self.recipe.train
         self.model.train()
         if not any(p.requires_grad for p in self.model.aggregator.parameters()):
             self.model.aggregator.eval()  # frozen encoder: no dropout, a fixed feature map for the head
-        gen = torch.Generator().manual_seed(self.recipe.run.seed * 1000 + self.fold * 100 + epoch)
+        epoch_seed = self.recipe.run.seed * 1000 + self.fold * 100 + epoch
         rows = self.data.rows["train"]
-        task = bar.add_task(f"epoch {epoch}", total=math.ceil(len(rows) / t.batch_size)) if bar else None
-        total, count = 0.0, 0
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+        n_steps = math.ceil(len(rows) / t.batch_size)
+        task = bar.add_task(f"epoch {epoch}", total=n_steps) if bar else None
+        world, global_loss = distributed.world_size(), getattr(self.model.head, "loss_is_global", False)
+        total = 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        for step, (batch_rows, bags) in enumerate(self._batches(rows, t.batch_size, gen), start=1):
-            targets = {k: v.to(self.device) for k, v in self.model.head.collate_targets(batch_rows).items()}
+        for step in range(1, n_steps + 1):
+            global_rows = [rows[i] for i in order[(step - 1) * t.batch_size: step * t.batch_size]]
+            local_rows = distributed.shard(global_rows)
+            weight = len(local_rows) * world / len(global_rows)  # share of the global mean this rank holds
+            if not local_rows:  # every rank must join each all-reduce: run one row with zero weight
+                local_rows, weight = global_rows[:1], 0.0
+            bags, targets = self._load(local_rows, epoch_seed), self._targets(local_rows)
             with self._autocast():
-                out = self.model(bags, targets)
-                loss = self.model.head.loss(out, targets)
-            (loss / t.accumulate_steps).backward()
-            if step % t.accumulate_steps == 0 or step * t.batch_size >= len(rows):
+                loss = self.model.head.loss(self.forward_model(bags, targets), targets)
+            scale = 1.0 if global_loss else weight
+            (loss * scale / t.accumulate_steps).backward()
+            if step % t.accumulate_steps == 0 or step == n_steps:
                 if t.grad_clip_value:
                     torch.nn.utils.clip_grad_value_(self.model.parameters(), t.grad_clip_value)
                 if t.grad_clip_norm:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            total += float(loss.detach()) * len(batch_rows)
-            count += len(batch_rows)
+            total += float(loss.detach()) * (len(global_rows) if global_loss else weight * len(global_rows) / world)
             if bar is not None:
                 bar.advance(task)
         if bar is not None:
             bar.remove_task(task)
-        return total / max(count, 1)
+        if global_loss:
+            return total / max(len(rows), 1)
+        return sum(distributed.gather_objects(total)) / max(len(rows), 1)
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[list[Row], float, float]:
-        """Records for ``split``, its mean loss, and the inference seconds per slide."""
+        """Records for ``split`` (in the split's slide order), its mean loss, inference s/slide.
+
+        Under torchrun each rank predicts its share of the slides and the records are merged.
+        """
         self.model.eval()
         rows = self.data.rows[split]
+        local = distributed.shard(rows)
         records: list[Row] = []
         total, start = 0.0, time.perf_counter()
-        for batch_rows, bags in self._batches(rows, max(self.recipe.train.batch_size, 8), None):
+        batch_size = max(self.recipe.train.batch_size, 8)
+        for i in range(0, len(local), batch_size):
+            batch_rows = local[i:i + batch_size]
+            bags, targets = self._load(batch_rows, None), self._targets(batch_rows)
             with self._autocast():
                 x = self.model.encode(bags)
-                targets = {k: v.to(self.device) for k, v in self.model.head.collate_targets(batch_rows).items()}
                 total += float(self.model.head.loss(self.model.head(x, targets), targets)) * len(batch_rows)
                 records.extend(self.model.head.predict(x, batch_rows))
-        per_slide = (time.perf_counter() - start) / max(len(rows), 1)
+        per_slide = (time.perf_counter() - start) / max(len(local), 1)
+        if distributed.active():
+            records = distributed.unshard(distributed.gather_objects(records))
+            total = sum(distributed.gather_objects(total))
         return records, total / max(len(rows), 1), per_slide
 
     def fit(self, *, resume: bool) -> dict[str, Any]:
@@ -159,13 +194,15 @@ class Trainer:
             meta = load_training_state(last, self.model, self.optimizer, self.scheduler)
             state.update({k: meta[k] for k in state if k in meta})
             log.info("fold %d: resumed after epoch %d", self.fold, state["epoch"])
-        lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
-        metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        main = distributed.is_main()
+        if main:
+            lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
+            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
+            metrics_path.write_text("".join(ln + "\n" for ln in kept))
         has_val = bool(self.data.rows.get("val"))
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not self.progress, transient=True) as bar:
+        with Progress(*columns, disable=not (self.progress and main), transient=True) as bar:
             epochs = bar.add_task(f"fold {self.fold}: training", total=t.epochs, completed=state["epoch"])
             for epoch in range(state["epoch"] + 1, t.epochs + 1):
                 start = time.perf_counter()
@@ -180,16 +217,19 @@ class Trainer:
                     value = val_loss if self.monitor == "loss" else val_metrics.get(self.monitor)
                     if _better(value, state["best"], self.mode):
                         state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                        save_weights(self.model, self.ckpt_dir / "best.safetensors")
+                        if main:
+                            save_weights(self.model, self.ckpt_dir / "best.safetensors")
                     else:
                         state["bad_epochs"] += 1
                 if self.scheduler is not None:
                     self.scheduler.step()
                 state["epoch"] = epoch
                 state["epoch_seconds"].append(seconds)
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
-                save_training_state(last, self.model, self.optimizer, self.scheduler, dict(state))
+                if main:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(entry) + "\n")
+                    save_training_state(last, self.model, self.optimizer, self.scheduler, dict(state))
+                distributed.barrier()
                 bar.advance(epochs)
                 log.info("fold %d epoch %d: %s", self.fold, epoch, _fmt(entry))
                 if t.early_stopping_patience and state["bad_epochs"] >= t.early_stopping_patience:
@@ -200,6 +240,7 @@ class Trainer:
 
     def evaluate(self, state: dict[str, Any]) -> dict[str, Any]:
         """Load the selected checkpoint and compute metrics and records for the eval splits."""
+        distributed.barrier()
         best = self.ckpt_dir / "best.safetensors"
         use_best = self.recipe.eval.checkpoint == "best" and best.is_file()
         if use_best:
@@ -230,15 +271,13 @@ class Trainer:
                           "inference_seconds_per_slide": result.pop("inference_seconds_per_slide", None)}
         return result
 
-
     def step_memory_mb(self) -> float:
         """Peak memory of a training step on the largest training bag (see milkit.profiling)."""
         from milkit.profiling import training_step_memory_mb
 
         rows = self.data.rows["train"]
         biggest = max(rows, key=lambda r: self.data.store.load(r["slide_id"])[0].shape[0])
-        _, bags = next(self._batches([biggest], 1, None))
-        targets = {k: v.to(self.device) for k, v in self.model.head.collate_targets([biggest]).items()}
+        bags, targets = self._load([biggest], None), self._targets([biggest])
         self.model.train()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)

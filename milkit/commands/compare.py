@@ -16,13 +16,15 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
-        """Train every aggregator of [compare] on the same patient-disjoint folds; re-runs reuse finished runs."""
+        """Train every aggregator of the recipe's compare table on the same patient-disjoint folds; re-runs reuse finished runs."""
         from milkit.compare.runner import load_comparison, run_compare
         from milkit.errors import Issue, RecipeError
+        from milkit import distributed
         from milkit.plugins import get_plugin_manager
         from milkit.recipe import load_recipe, validate_recipe
         from milkit.registry import build_registries
 
+        distributed.init_from_env()  # under torchrun: one process group, gloo on CPU / NCCL on GPU
         registries = build_registries(get_plugin_manager())
         loaded = load_recipe(recipe, set_)
         if "compare" not in loaded.data:

@@ -19,18 +19,21 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Train and evaluate the recipe's model; results land in the run dir."""
+        from milkit import distributed
         from milkit.plugins import get_plugin_manager
         from milkit.recipe import load_recipe, validate_recipe
         from milkit.registry import build_registries
         from milkit.runner import run_recipe
 
         console = Console(stderr=True)
+        distributed.init_from_env()  # under torchrun: one process group, gloo on CPU / NCCL on GPU
         registries = build_registries(get_plugin_manager())
         for problem in registries.problems:
             console.print(f"[yellow]warning:[/] {problem}")
         resolved = validate_recipe(load_recipe(recipe, set_), registries)
         run_dir = run_recipe(resolved, registries, out=out, resume=resume, progress=not quiet, console=console)
-        print_summary(Console(), run_dir)
+        if distributed.is_main():
+            print_summary(Console(), run_dir)
 
 
 def print_summary(console: Console, run_dir: Path) -> None:

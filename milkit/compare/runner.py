@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import os
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from milkit.data.bags import BagStore
 from milkit.data.splits import load_splits, make_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
-from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, train_folds
+from milkit import distributed
+from milkit.compare.claims import claim, release
+from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, train_fold
 
 log = logging.getLogger("milkit")
 
@@ -41,7 +44,8 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out_dir)
     try:
-        (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
+        if distributed.is_main():
+            (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
         cohort = load_cohort(recipe)
         check_rows(recipe, cohort.rows)
         store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=True)  # loaded once, shared
@@ -55,20 +59,56 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
                                  val_fraction=recipe.cohort.val_fraction, stratify=stratify)
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
+        variants = _variants(recipe, section, registries)
+        jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds
+                for fold in range(len(splits))]
+        _run_jobs(jobs, store, cohort.by_id, splits, out_dir, progress=progress)
         results: dict[str, list[dict[str, Any]]] = {}
-        for label, variant in _variants(recipe, section, registries):
-            for seed in section.seeds:
-                seeded = dataclasses.replace(variant, run=variant.run.model_copy(update={"seed": seed}))
-                run_dir = out_dir / "runs" / label / f"seed_{seed}"
-                log.info("compare: %s seed %d", label, seed)
-                folds, _ = train_folds(seeded, store, cohort.by_id, splits, run_dir, resume=True, progress=progress)
-                results.setdefault(label, []).extend({**f, "seed": seed} for f in folds)
+        for label, _, seed, fold in jobs:
+            path = _job_dir(out_dir, label, seed, fold) / "result.json"
+            if path.is_file():
+                results.setdefault(label, []).append({**json.loads(path.read_text()), "seed": seed})
+        missing = len(jobs) - sum(len(v) for v in results.values())
+        if missing:
+            log.warning("compare: %d of %d runs are still being trained by other processes; re-run "
+                        "`milkit compare` once they finish to write the table", missing, len(jobs))
+            return out_dir
+        if not distributed.is_main():
+            return out_dir
         table = summarise_comparison(results, recipe, section)
         write_comparison(out_dir, table)
         return out_dir
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def _job_dir(out_dir: Path, label: str, seed: int, fold: int) -> Path:
+    return out_dir / "runs" / label / f"seed_{seed}" / f"fold_{fold}"
+
+
+def _run_jobs(jobs: list[tuple[str, ResolvedRecipe, int, int]], store: BagStore, by_id: dict[str, Any],
+              splits: list[Any], out_dir: Path, *, progress: bool) -> None:
+    """Train every unfinished (aggregator, seed, fold) job this process can claim.
+
+    Under torchrun, rank r starts with jobs r, r+n, ... and then helps with the rest; several
+    independent ``milkit compare`` processes on one dir divide the jobs the same way, by claims.
+    Each job trains single-process, so its result does not depend on who ran it.
+    """
+    r, n = distributed.rank(), distributed.world_size()
+    ordered = jobs[r::n] + [j for i, j in enumerate(jobs) if i % n != r]
+    with distributed.local():
+        for label, variant, seed, fold in ordered:
+            job_dir = _job_dir(out_dir, label, seed, fold)
+            if (job_dir / "result.json").is_file() or not claim(job_dir):
+                continue
+            try:
+                seeded = dataclasses.replace(variant, run=variant.run.model_copy(update={"seed": seed}))
+                log.info("compare: %s seed %d fold %d", label, seed, fold)
+                train_fold(seeded, store, by_id, splits[fold], job_dir, fold=fold, resume=True, progress=progress)
+            finally:
+                release(job_dir)
+    distributed.barrier()
 
 
 def summarise_comparison(results: dict[str, list[dict[str, Any]]], recipe: ResolvedRecipe,
@@ -112,7 +152,7 @@ def write_comparison(out_dir: Path, table: dict[str, Any]) -> None:
         header += [f"{k}_mean", f"{k}_std", f"{k}_ci95_low", f"{k}_ci95_high"]
     header += ["n_parameters", "seconds_per_epoch", "peak_memory_mb", "inference_seconds_per_slide",
                f"p_vs_best_{metric}", "within_noise_of_best"]
-    tmp = out_dir / "comparison.csv.tmp"
+    tmp = out_dir / f"comparison.csv.{os.getpid()}.tmp"
     with tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)

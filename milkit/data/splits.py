@@ -1,6 +1,7 @@
 """Patient-level (case_id) disjoint splits: stratified holdout, stratified K-fold, or given."""
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def check_disjoint(splits: list[Split], rows: list[dict[str, Any]]) -> None:
 
 
 def save_splits(path: Path, splits: list[Split], meta: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({**meta, "folds": splits}, indent=1))
     tmp.replace(path)
 

@@ -81,3 +81,47 @@ def test_mean_ci_and_paired_tests():
     assert same["within_noise"]
     far = paired_test(list(np.linspace(0.9, 0.95, 12)), list(np.linspace(0.5, 0.55, 12)), method="bootstrap")
     assert not far["within_noise"] and far["ci95"][0] > 0.3
+
+
+FAST = ["train.epochs=2", "compare.aggregators=[{name = \"mean\", embed_dim = 8}, {name = \"abmil\", embed_dim = 8}]"]
+
+
+def _worker(recipe_path, out, done):
+    import torch
+
+    torch.set_num_threads(1)
+    from milkit.plugins import get_plugin_manager
+    from milkit.registry import build_registries
+
+    registries = build_registries(get_plugin_manager(autoload=False))
+    run_compare(validate_recipe(load_recipe(recipe_path, FAST), registries), registries, out=out, progress=False)
+    done.put(True)
+
+
+def test_two_processes_share_one_compare_dir(tmp_path, registries, synthetic_cohort):
+    """Independent processes (a cluster array job) divide the runs by atomic claims; the table
+    equals a single-process comparison."""
+    import multiprocessing as mp
+
+    path = tmp_path / "c.toml"
+    path.write_text(RECIPE.format(csv=synthetic_cohort))
+    single = run_compare(validate_recipe(load_recipe(path, FAST), registries), registries, out=tmp_path / "one",
+                         progress=False)
+    ctx = mp.get_context("spawn")
+    done = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(path, tmp_path / "two", done)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    shared = tmp_path / "two"
+    if not (shared / "comparison.json").is_file():  # both finished their share before the other: one more pass
+        run_compare(validate_recipe(load_recipe(path, FAST), registries), registries, out=shared, progress=False)
+    owners = {json.loads(p.read_text())["fold"] for p in shared.glob("runs/*/seed_0/fold_*/result.json")}
+    assert owners == {0, 1, 2} and not list(shared.glob("runs/*/seed_0/fold_*/.claim"))
+    a = json.loads((single / "comparison.json").read_text())
+    b = json.loads((shared / "comparison.json").read_text())
+    assert a["runs"] == b["runs"]
+    for ra, rb in zip(a["rows"], b["rows"]):
+        assert ra["balanced_accuracy"] == rb["balanced_accuracy"] and ra["auc_macro"] == rb["auc_macro"]
