@@ -83,6 +83,13 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = 
     return paths
 
 
+def make_store(recipe: ResolvedRecipe, cohort: Cohort, paths: dict[str, Path]) -> BagStore:
+    c = recipe.cohort
+    fp16_dir = features_dir(recipe, cohort) / "fp16" if c.storage == "float16" else None
+    return BagStore(paths, cache=c.cache_in_memory, cache_mb=c.cache_mb, fp16_dir=fp16_dir,
+                    prefetch_workers=2 if c.prefetch else 0)
+
+
 def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) -> list[Split]:
     c = recipe.cohort
     rows = [r for r in cohort.rows if r["slide_id"] in available]
@@ -176,7 +183,7 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
         (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
-    store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=recipe.cohort.cache_in_memory)
+    store = make_store(recipe, cohort, ensure_features(recipe, cohort, progress=progress))
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
         splits = load_splits(splits_path, set(cohort.by_id))

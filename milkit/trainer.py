@@ -135,6 +135,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step in range(1, n_steps + 1):
             global_rows = [rows[i] for i in order[(step - 1) * t.batch_size: step * t.batch_size]]
+            upcoming = [rows[i] for i in order[step * t.batch_size: (step + 1) * t.batch_size]]
+            self.data.store.prefetch([r["slide_id"] for r in distributed.shard(upcoming)])  # overlap I/O
             local_rows = distributed.shard(global_rows)
             weight = len(local_rows) * world / len(global_rows)  # share of the global mean this rank holds
             if not local_rows:  # every rank must join each all-reduce: run one row with zero weight
@@ -156,6 +158,7 @@ class Trainer:
                 bar.advance(task)
         if bar is not None:
             bar.remove_task(task)
+        log.debug("epoch %d: feature reads %.1f MiB/s", epoch, self.data.store.read_rate_mb_s)
         if global_loss:
             return total / max(len(rows), 1)
         return sum(distributed.gather_objects(total)) / max(len(rows), 1)

@@ -20,7 +20,7 @@ from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
 from milkit import distributed
 from milkit.compare.claims import claim, release
-from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, train_fold
+from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, make_store, train_fold
 
 log = logging.getLogger("milkit")
 
@@ -48,7 +48,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
         cohort = load_cohort(recipe)
         check_rows(recipe, cohort.rows)
-        store = BagStore(ensure_features(recipe, cohort, progress=progress), cache=True)  # loaded once, shared
+        store = make_store(recipe, cohort, ensure_features(recipe, cohort, progress=progress))  # loaded once, shared
         splits_path = out_dir / "splits.json"
         if splits_path.is_file():
             splits = load_splits(splits_path, set(cohort.by_id))

@@ -35,6 +35,11 @@ class CohortSection(ComponentConfig):
     splits_file: Path | None = Field(None, description="splits.json of an earlier run, for splits = 'given'.")
     stratify: str | None = Field("auto", description="Column to stratify on; 'auto' uses the head's label/event.")
     cache_in_memory: bool = Field(True, description="Keep loaded bags in memory across epochs.")
+    cache_mb: float | None = Field(None, gt=0, description="Bound the in-memory bag cache (MiB, LRU); None = unbounded.")
+    storage: Literal["as_is", "float16"] = Field(
+        "as_is", description="float16: convert each feature file once to a half-precision copy (half the disk and I/O)."
+    )
+    prefetch: bool = Field(True, description="Read the next batch's bags in background threads while training.")
 
     @model_validator(mode="after")
     def _source(self) -> "CohortSection":
