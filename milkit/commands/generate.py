@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         from milkit.runner import load_run
         from milkit.trainer import pick_device
 
+        from milkit import distributed
+
+        distributed.init_from_env()  # under torchrun each rank decodes its share of the slides
         dev = pick_device(device)
         model, recipe = load_run(run_dir, build_registries(get_plugin_manager()), fold=fold, device=str(dev))
         if not model.head.requires_tokens:
@@ -54,17 +57,22 @@ def register(app: typer.Typer) -> None:
         files = collect_feature_files(features)
         store = BagStore({f.stem: f for f in files}, cache=False)
         ids = list(store.paths)
-        tmp = out.with_name(out.name + ".tmp")
-        with Progress() as bar, tmp.open("w", newline="") as fh, torch.no_grad():
-            writer = csv.writer(fh)
-            writer.writerow(["slide_id", "report"])
-            task = bar.add_task("generating reports", total=len(ids))
-            for start in range(0, len(ids), batch_size):
-                chunk = ids[start:start + batch_size]
+        mine = distributed.shard(ids)
+        reports: list[tuple[str, str]] = []
+        with Progress(disable=not distributed.is_main()) as bar, torch.no_grad():
+            task = bar.add_task("generating reports", total=len(mine))
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start:start + batch_size]
                 bags = collate_bags([store.load(s) for s in chunk]).to(dev)
                 records = model.head.predict(model.encode(bags), [{"slide_id": s} for s in chunk])
-                for rec in records:
-                    writer.writerow([rec["slide_id"], rec["generated"]])
+                reports.extend((rec["slide_id"], rec["generated"]) for rec in records)
                 bar.advance(task, len(chunk))
-        tmp.replace(out)
-        typer.echo(f"wrote {len(ids)} reports to {out}")
+        reports = distributed.unshard(distributed.gather_objects(reports))  # back in slide order
+        if distributed.is_main():
+            tmp = out.with_name(out.name + ".tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["slide_id", "report"])
+                writer.writerows(reports)
+            tmp.replace(out)
+            typer.echo(f"wrote {len(reports)} reports to {out}")
