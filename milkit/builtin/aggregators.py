@@ -9,5 +9,6 @@ def milkit_register_aggregators() -> list[type[Aggregator]]:
     from milkit.builtin.abmil import ABMIL
     from milkit.builtin.max_pool import MaxPool
     from milkit.builtin.mean_pool import MeanPool
+    from milkit.builtin.transmil import TransMIL
 
-    return [MeanPool, MaxPool, ABMIL]
+    return [MeanPool, MaxPool, ABMIL, TransMIL]

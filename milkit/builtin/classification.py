@@ -88,6 +88,9 @@ class Classification(Head):
         return records
 
     def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
+        from milkit.metrics.bootstrap import classification_ci
         from milkit.metrics.classification import classification_metrics
 
-        return classification_metrics(records, self.classes)
+        out = classification_metrics(records, self.classes)
+        out.update(classification_ci(records, self.classes))  # <metric>_ci95: [low, high], stratified bootstrap
+        return out
