@@ -95,7 +95,11 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     sizes = gather_objects(int(x.shape[0]))
     biggest = max(sizes)
     padded = torch.cat([x, x.new_zeros((biggest - x.shape[0], *x.shape[1:]))]) if x.shape[0] < biggest else x
+    import warnings
+
     import torch.distributed.nn.functional as dist_nn
 
-    parts = dist_nn.all_gather(padded)
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still the public autograd all_gather
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = dist_nn.all_gather(padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])

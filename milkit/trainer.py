@@ -142,6 +142,8 @@ class Trainer:
             if not local_rows:  # every rank must join each all-reduce: run one row with zero weight
                 local_rows, weight = global_rows[:1], 0.0
             bags, targets = self._load(local_rows, epoch_seed), self._targets(local_rows)
+            if global_loss and distributed.active():
+                targets["sample_weight"] = torch.full((len(local_rows),), float(weight > 0), device=self.device)
             with self._autocast():
                 loss = self.model.head.loss(self.forward_model(bags, targets), targets)
             scale = 1.0 if global_loss else weight

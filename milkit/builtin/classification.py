@@ -19,6 +19,7 @@ class ClassificationConfig(ComponentConfig):
         None, description="None, 'balanced' (inverse training frequency) or one weight per class (sorted order)."
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the linear classifier.")
+    n_boot: int = Field(1000, ge=0, description="Bootstrap resamples for the metrics' 95 % CIs (0 = none).")
 
 
 class Classification(Head):
@@ -92,5 +93,6 @@ class Classification(Head):
         from milkit.metrics.classification import classification_metrics
 
         out = classification_metrics(records, self.classes)
-        out.update(classification_ci(records, self.classes))  # <metric>_ci95: [low, high], stratified bootstrap
+        if self.config.n_boot and records:  # <metric>_ci95: [low, high], stratified bootstrap
+            out.update(classification_ci(records, self.classes, n_boot=self.config.n_boot))
         return out

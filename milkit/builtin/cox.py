@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from milkit import distributed
 from milkit.aggregator import AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.head import Head, HeadOutput, Row
@@ -51,6 +52,7 @@ class CoxSurvival(Head):
     monitor_mode = "max"
     uses_train_records: ClassVar[bool] = True  # the trainer passes train-split records to metrics
     min_batch_size: ClassVar[int] = 8
+    loss_is_global: ClassVar[bool] = True  # under torchrun the likelihood spans the global batch (all ranks)
 
     def __init__(self, config: CoxConfig, *, in_dim: int, target_state: dict[str, Any]) -> None:
         super().__init__(config, in_dim=in_dim, target_state=target_state)
@@ -89,10 +91,18 @@ class CoxSurvival(Head):
         risk = out.values["risk"]
         if self.training and not self._warned_batch:
             self._warned_batch = True
-            if risk.shape[0] < self.min_batch_size:
+            if risk.shape[0] * distributed.world_size() < self.min_batch_size:
                 log.warning("cox head: a training batch holds %d bag(s); the partial likelihood compares bags "
                             "within a batch, so set [train] batch_size >= %d", risk.shape[0], self.min_batch_size)
-        return cox_partial_log_likelihood(risk, targets["time"], targets["event"], ties=self.config.ties)
+        time, event = targets["time"], targets["event"]
+        weight = targets.get("sample_weight")
+        if self.training and distributed.active():  # risk sets over the global batch, not per rank
+            risk, time, event = (distributed.all_gather_with_grad(t) for t in (risk, time, event))
+            weight = distributed.all_gather_with_grad(weight) if weight is not None else None
+        if weight is not None:  # rows a rank only ran to join the all-reduce carry weight 0
+            keep = weight > 0
+            risk, time, event = risk[keep], time[keep], event[keep]
+        return cox_partial_log_likelihood(risk, time, event, ties=self.config.ties)
 
     def predict(self, x: AggregatorOutput, rows: list[Row]) -> list[Row]:
         risk = self.forward(x).values["risk"].float().cpu().tolist()

@@ -72,7 +72,6 @@ class EvalSection(ComponentConfig):
     splits: list[Literal["train", "val", "test"]] = Field(["val", "test"], description="Splits evaluated at the end.")
     checkpoint: Literal["best", "last"] = Field("best", description="Which checkpoint is evaluated.")
     every_n_epochs: int = Field(1, ge=1, description="Validate every n epochs (model selection granularity).")
-    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0 = off).")
 
 
 SECTIONS: dict[str, type[ComponentConfig]] = {

@@ -23,14 +23,13 @@ name = "mean"
 
 [head]
 name = "classification"
+n_boot = 50
 
 [train]
 epochs = 4
 batch_size = 4
 lr = 1e-2
 
-[eval]
-bootstrap = 50
 
 [compare]
 folds = 3
