@@ -9,7 +9,14 @@ COMMAND_MODULES = (
     "milkit.commands.run",
     "milkit.commands.validate",
     "milkit.commands.plugins",
+    "milkit.commands.new_plugin",
     "milkit.commands.demo",
+    "milkit.commands.generate",
+    "milkit.commands.compare",
+    "milkit.commands.eval_reports",
+    "milkit.commands.heatmap",
+    "milkit.commands.import_histgen",
+    "milkit.commands.extract",
 )
 
 app = typer.Typer(

@@ -21,6 +21,7 @@ BUILTIN_PLUGINS = (
     "milkit.builtin.extractors",
     "milkit.builtin.aggregators",
     "milkit.builtin.heads",
+    "milkit.histgen.plugin",
 )
 
 _PROBLEMS_ATTR = "_milkit_load_problems"
@@ -48,11 +49,7 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     for modname in BUILTIN_PLUGINS:
         if not pm.is_blocked(modname):
             pm.register(importlib.import_module(modname), name=modname)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        problems.append(f"plugin '{exc.plugin}' implements a hook milkit does not know: {exc}")
-        pm.unregister(exc.plugin)
+    _drop_unknown_hooks(pm, problems)
     if os.environ.get("MILKIT_TRACE_PLUGINS"):
         pm.add_hookcall_monitoring(_trace_before, _trace_after)
     setattr(pm, _PROBLEMS_ATTR, problems)
@@ -60,10 +57,20 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
 
 
 def _load_entrypoints(pm: pluggy.PluginManager, problems: list[str]) -> None:
+    seen: dict[str, str] = {}  # entry-point name -> distribution that claimed it first
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
-            if ep.group != PROJECT or pm.is_blocked(ep.name) or pm.get_plugin(ep.name):
+            if ep.group != PROJECT or pm.is_blocked(ep.name):
                 continue
+            dist_name = dist.metadata["name"]
+            if ep.name in seen or pm.get_plugin(ep.name):
+                if seen.get(ep.name, dist_name) != dist_name:  # the same dist twice on sys.path is fine
+                    problems.append(
+                        f"plugin name '{ep.name}' is declared by both distributions {seen[ep.name]} and "
+                        f"{dist_name}; {dist_name}'s was ignored. Uninstall one of them (`pip uninstall {dist_name}`)"
+                    )
+                continue
+            seen[ep.name] = dist_name
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
@@ -75,6 +82,25 @@ def _load_entrypoints(pm: pluggy.PluginManager, problems: list[str]) -> None:
                 )
                 continue
             pm._plugin_distinfo.append((plugin, dist))  # what pluggy's own loader records
+
+
+def _drop_unknown_hooks(pm: pluggy.PluginManager, problems: list[str]) -> None:
+    """Unregister every plugin implementing a hook milkit has no spec for (a misspelt hook name)."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            unknown = sorted(h.name for h in pm.get_hookcallers(exc.plugin) or [] if not h.has_spec())
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("milkit_")))
+            problems.append(
+                f"plugin {describe_plugin(pm, name)} implements unknown hook(s) {', '.join(unknown)} "
+                f"and was not loaded; milkit's hooks are: {known}. Fix the hook name, or disable it "
+                f"with MILKIT_DISABLE_PLUGINS={name}"
+            )
+            pm._plugin_distinfo = [(p, d) for p, d in pm._plugin_distinfo if p is not exc.plugin]
+            pm.unregister(exc.plugin)
 
 
 def load_problems(pm: pluggy.PluginManager) -> list[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import pluggy
+from pydantic import ValidationError
 
 from milkit.aggregator import Aggregator
 from milkit.config import ComponentConfig
@@ -15,6 +16,7 @@ from milkit.head import Head
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+MAX_CHOICES = 12  # unknown-name errors list at most this many valid names
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,12 @@ class Registry(Generic[T]):
                 f"{self.kind} '{name}' from plugin {provider} has no valid Config "
                 f"(a subclass of milkit.ComponentConfig); {fix}"
             )
+        bad_defaults = _invalid_defaults(config)
+        if bad_defaults:
+            raise PluginError(
+                f"{self.kind} '{name}' from plugin {provider} has a Config whose defaults do not validate "
+                f"({bad_defaults}); {fix}"
+            )
         if name in self._classes:
             raise DuplicateComponentError(
                 f"{self.kind} '{name}' is registered by both {self._providers[name]} and {provider}. "
@@ -74,13 +82,14 @@ class Registry(Generic[T]):
         return self._classes[name]
 
     def unknown_message(self, name: str) -> str:
+        """``unknown <kind> 'x'; did you mean 'y'? available <kind>s: a, b, ... (run `milkit plugins` ...)``."""
         choices = self.names()
         close = difflib.get_close_matches(name, choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return (
-            f"unknown {self.kind} '{name}'{hint} available {self.kind}s: "
-            f"{', '.join(choices) or '(none)'} (run `milkit plugins` for details)"
-        )
+        hint = f"; did you mean '{close[0]}'?" if close else ";"
+        shown = ", ".join(choices[:MAX_CHOICES]) or "(none)"
+        if len(choices) > MAX_CHOICES:
+            shown += f", ... and {len(choices) - MAX_CHOICES} more"
+        return f"unknown {self.kind} '{name}'{hint} available {self.kind}s: {shown} (run `milkit plugins` for details)"
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes
@@ -90,6 +99,21 @@ class Registry(Generic[T]):
 
     def provider(self, name: str) -> Provider:
         return self._providers[name]
+
+
+def _invalid_defaults(config: type[ComponentConfig]) -> str:
+    """Why the Config's own default values fail validation ("" if they pass; required fields are fine)."""
+    defaults = {
+        key: f.get_default(call_default_factory=True) for key, f in config.model_fields.items() if not f.is_required()
+    }
+    try:
+        config.model_validate(defaults)
+    except ValidationError as exc:
+        bad = [e for e in exc.errors() if e["type"] != "missing"]
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (default {e['input']!r})" for e in bad[:3])
+    except Exception as exc:  # noqa: BLE001 - a validator that crashes is a broken Config too
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 @dataclass
@@ -124,7 +148,7 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
         for impl in reversed(hook.get_hookimpls()):  # registration order: builtins first
             provider = describe_plugin(pm, impl.plugin_name)
             try:
-                classes = impl.function()
+                classes = _call_one(pm, hook.name, impl)
             except Exception as exc:  # a broken plugin must not take milkit down
                 regs.problems.append(
                     f"plugin {provider}: milkit_register_{registry.kind}s raised {type(exc).__name__}: {exc}; "
@@ -143,3 +167,13 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
                 except (PluginError, DuplicateComponentError) as exc:
                     regs.problems.append(str(exc))
     return regs
+
+
+def _call_one(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl) -> object:
+    """Call one plugin's implementation through the manager (so MILKIT_TRACE_PLUGINS sees it).
+
+    pluggy drops ``None`` results, so a hook that forgot to ``return`` gives ``None`` here.
+    """
+    others = [p for _, p in pm.list_name_plugin() if p is not impl.plugin and p is not None]
+    results = pm.subset_hook_caller(hook_name, remove_plugins=others)()
+    return results[0] if results else None

@@ -1,0 +1,93 @@
+"""THE contract every registered component satisfies (timm's test_models): the conformance kit, run on all.
+
+New components are picked up automatically from the registries (built-ins, no entry-point
+autoload). Heavy ones get a small config here, keyed by registered name; a name may be
+skipped only with a reason in ``SKIP``.
+"""
+
+from typing import Any
+
+import pytest
+
+from milkit.plugins import get_plugin_manager
+from milkit.registry import Registries, build_registries
+from milkit.testing import check_aggregator, check_extractor, check_head
+
+SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
+    ("extractor", "color-texture"): {"input_px": 32},
+    ("extractor", "resnet50-trunc"): {"input_px": 32, "base_width": 4, "blocks": (1, 1, 1)},
+    ("extractor", "dinov2-vitl14"): {"img_size": 28, "embed_dim": 16, "depth": 2, "num_heads": 2},
+    ("extractor", "vit"): {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
+    ("aggregator", "abmil"): {"embed_dim": 16, "attn_dim": 8},
+    ("aggregator", "transmil"): {"embed_dim": 32, "heads": 4},
+    ("aggregator", "histgen"): {
+        "d_vf": 32, "d_model": 16, "num_heads": 2, "d_ff": 16, "region_size": 4, "prototype_num": 8,
+        "cmm_size": 16, "cmm_dim": 16, "topk": 4, "slide_pool_dim": 8,
+    },
+    ("head", "cox"): {"n_boot": 10},
+    ("head", "report"): {
+        "d_model": 16, "num_heads": 2, "d_ff": 16, "num_layers": 1, "cmm_size": 16, "topk": 4,
+        "max_seq_length": 12, "threshold": 2, "beam_size": 2,
+    },
+}
+SKIP: dict[tuple[str, str], str] = {}
+SLOW = {("head", "report")}  # its metrics start METEOR's JVM (~20 s)
+
+REGISTRIES: Registries = build_registries(get_plugin_manager(autoload=False))
+
+
+def _params(kind: str) -> list[Any]:
+    names = REGISTRIES.of(kind).names()
+    params = []
+    for name in names:
+        marks = [pytest.mark.slow] if (kind, name) in SLOW else []
+        if (kind, name) in SKIP:
+            marks.append(pytest.mark.skip(reason=SKIP[(kind, name)]))
+        params.append(pytest.param(name, marks=marks))
+    return params
+
+
+def _config(kind: str, name: str) -> dict[str, Any] | None:
+    return SMALL_CONFIGS.get((kind, name))
+
+
+def test_builtins_register_without_problems() -> None:
+    assert REGISTRIES.problems == []
+
+
+def test_small_configs_name_registered_components() -> None:
+    stale = [key for key in {*SMALL_CONFIGS, *SKIP, *SLOW} if key[1] not in REGISTRIES.of(key[0])]
+    assert not stale, f"SMALL_CONFIGS/SKIP name components that are no longer registered: {stale}"
+
+
+@pytest.mark.parametrize("name", _params("aggregator"))
+def test_aggregator_contract(name: str) -> None:
+    check_aggregator(REGISTRIES.aggregators.get(name), _config("aggregator", name))
+
+
+@pytest.mark.parametrize("name", _params("head"))
+def test_head_contract(name: str) -> None:
+    check_head(REGISTRIES.heads.get(name), _config("head", name))
+
+
+@pytest.mark.parametrize("name", _params("extractor"))
+def test_extractor_contract(name: str) -> None:
+    check_extractor(REGISTRIES.extractors.get(name), _config("extractor", name))
+
+
+TOKEN_PAIRS = [
+    (agg, head)
+    for agg in REGISTRIES.aggregators.names()
+    if REGISTRIES.aggregators.get(agg).provides_tokens
+    for head in REGISTRIES.heads.names()
+    if REGISTRIES.heads.get(head).requires_tokens
+]
+
+
+@pytest.mark.parametrize(("aggregator", "head"), TOKEN_PAIRS)
+def test_token_heads_work_bound_to_every_token_aggregator(aggregator: str, head: str) -> None:
+    """The head is ``bind``-ed to the real aggregator and trained through its tokens (metrics: see above)."""
+    agg_cls = REGISTRIES.aggregators.get(aggregator)
+    agg_cfg = agg_cls.Config.model_validate(_config("aggregator", aggregator) or {})
+    model = agg_cls(agg_cfg, in_dim=16)
+    check_head(REGISTRIES.heads.get(head), _config("head", head), aggregator=model, skip={"metrics"})
