@@ -66,6 +66,7 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = 
         shard = (distributed.rank(), distributed.world_size()) if distributed.active() else None
         summary = extract_slides([Path(r["slide_path"]) for r in extractable], fdir, extractor=encoder,
                                  settings=recipe.extractor.extra["settings"], shard=shard,
+                                 slide_ids=[r["slide_id"] for r in extractable],
                                  progress=progress and distributed.is_main())
         distributed.barrier()  # every rank's share is written before anyone reads
         for sid, reason in summary.failed:

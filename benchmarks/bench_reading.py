@@ -1,0 +1,176 @@
+"""Tile reading throughput: milkit's reader pipeline vs a CLAM-style loop, and end-to-end with an encoder.
+
+Reading mode (default) compares, on the same tiles of the same slides:
+
+* **CLAM-style**: one process, one OpenSlide ``read_region`` per tile at level 0, PIL bicubic resize
+  to the encoder size (as ``extract_features_fp.py`` does);
+* **milkit, 0 workers**: block reads (``block_tiles`` x ``block_tiles`` tiles per region) from the
+  best pyramid level, OpenCV resize, in-process;
+* **milkit, workers**: the same through DataLoader worker processes (what ``milkit extract`` runs).
+
+Slides: a synthetic 40x pyramidal JPEG TIFF (0.25 um/px, generated once into --work) plus the real
+slides in ../shared/data/wsi that have tissue at the target resolution.
+
+    python benchmarks/bench_reading.py [--target-mpp 0.5] [--tile 224] [--size 12288] [--workers N]
+    python benchmarks/bench_reading.py --encoder color-texture [--set input_px=224] [--device cuda]
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_WSI = REPO.parent / "shared" / "data" / "wsi"
+
+
+def synthetic_wsi(path: Path, size: int) -> Path:
+    """A size x size 0.25 um/px tiled JPEG pyramid (levels 1, 2, 4, 8, 16) of H&E-like texture."""
+    import cv2
+    import tifffile
+
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    small = rng.normal(0, 1, (size // 64, size // 64)).astype(np.float32)
+    field = cv2.GaussianBlur(small, (0, 0), 3)
+    blob = cv2.resize(field / field.std(), (size, size), interpolation=cv2.INTER_LINEAR) > -0.2   # ~60% tissue
+    img = np.full((size, size, 3), 240, np.uint8)
+    tex = rng.integers(-20, 20, (size, size, 1), dtype=np.int16)
+    pink = np.clip(np.array([225, 150, 190], np.int16) + tex, 0, 255).astype(np.uint8)
+    img[blob] = pink[blob]
+    del pink, tex
+    opts = {"tile": (256, 256), "photometric": "rgb", "compression": "jpeg", "compressionargs": {"level": 85}}
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        level = img
+        for i in range(5):
+            mpp = 0.25 * 2**i
+            extra = {"subfiletype": 1} if i else {}
+            tif.write(level, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER", **opts, **extra)
+            level = cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return path
+
+
+def plan_for(path: Path, settings, out_px: int):
+    from milkit.extract.segmentation import segment_tissue
+    from milkit.extract.tiling import plan_tiles, resolve_resolution
+    from milkit.slides import open_slide
+
+    with open_slide(path, mpp_override=settings.mpp_override) as r:
+        res = resolve_resolution(r, settings)
+        seg = segment_tissue(r, settings.segmentation_params(), ref_patch_px=res.patch_size_level0)
+        return plan_tiles(r, seg, settings, res), r.backend
+
+
+def clam_style(path: Path, plan, out_px: int, limit: int) -> float:
+    """tiles/s of one read_region per tile at level 0 + PIL bicubic resize, single process."""
+    import openslide
+    from PIL import Image
+
+    slide = openslide.OpenSlide(str(path))
+    ps = plan.resolution.patch_size_level0
+    coords = plan.coords[:limit]
+    t0 = time.perf_counter()
+    for x, y in coords:
+        tile = slide.read_region((int(x), int(y)), 0, (ps, ps)).convert("RGB")
+        np.asarray(tile.resize((out_px, out_px), Image.BICUBIC))
+    return len(coords) / (time.perf_counter() - t0)
+
+
+def milkit_reading(path: Path, plan, backend: str, out_px: int, workers: int, block: int, limit: int) -> float:
+    """tiles/s of milkit's block reads through the DataLoader (``workers`` processes)."""
+    from torch.utils.data import DataLoader
+
+    from milkit.extract.dataset import TileBlocks
+    from milkit.extract.tiling import TilePlan, make_blocks
+
+    sub = TilePlan(plan.coords[:limit], plan.tissue[:limit], plan.resolution, plan.level, plan.level_downsample,
+                   plan.read_size)
+    ds = TileBlocks(path, reader=backend, mpp_override=None, plan=sub, blocks=make_blocks(sub, block), out_px=out_px)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
+    t0 = time.perf_counter()
+    n = sum(len(item["idx"]) for item in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def reading(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from milkit.extract.encode import auto_workers
+    from milkit.extract.settings import ExtractionSettings
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    slides = [(synthetic_wsi(work / f"synthetic-40x-{args.size}.tiff", args.size), None)]
+    for name, mpp in (("cmu-1-small-region.svs", None), ("tcga-cr-7395-01a-01-ts1.svs", 0.25)):
+        if (SHARED_WSI / name).is_file():
+            slides.append((SHARED_WSI / name, mpp))
+    import os
+
+    workers = args.workers if args.workers is not None else max(auto_workers(None, 10**6), os.cpu_count() or 1)
+    table = Table(title=f"tile reading, target {args.target_mpp} um/px, {args.tile} px tiles -> {args.tile} px")
+    for col in ("slide", "tiles", "level read", "CLAM-style tiles/s", "milkit 0 workers", f"milkit {workers} workers",
+                "speed-up"):
+        table.add_column(col, justify="right")
+    for path, mpp in slides:
+        settings = ExtractionSettings(target_mpp=args.target_mpp, tile_size_px=args.tile, mpp_override=mpp)
+        plan, backend = plan_for(path, settings, args.tile)
+        limit = min(len(plan), args.max_tiles)
+        base = clam_style(path, plan, args.tile, limit)
+        inproc = milkit_reading(path, plan, backend, args.tile, 0, args.block, limit)
+        multi = milkit_reading(path, plan, backend, args.tile, workers, args.block, limit) if workers else inproc
+        table.add_row(path.name, str(limit), f"{plan.level} (x{plan.level_downsample:g})", f"{base:.0f}",
+                      f"{inproc:.0f}", f"{multi:.0f}", f"{max(inproc, multi) / base:.1f}x")
+    Console().print(table)
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    from milkit.extract.build import build_extraction
+    from milkit.extract.pipeline import extract_slides
+    from milkit.plugins import get_plugin_manager
+    from milkit.recipe import parse_override
+    from milkit.registry import build_registries
+
+    table = {"name": args.encoder, "target_mpp": args.target_mpp, "tile_size_px": args.tile}
+    for item in args.set or []:
+        parts, value = parse_override(f"extractor.{item}")
+        table[parts[-1]] = value
+    encoder, settings = build_extraction(table, build_registries(get_plugin_manager()))
+    slides = [Path(s) for s in args.slides] or [synthetic_wsi(Path(args.work) / f"synthetic-40x-{args.size}.tiff",
+                                                              args.size)]
+    out = Path(tempfile.mkdtemp(prefix="milkit-bench-"))
+    try:
+        t0 = time.perf_counter()
+        summary = extract_slides(slides, out, extractor=encoder, settings=settings, device=args.device)
+        secs = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    tiles = sum(o.n_tiles for o in summary.outcomes if o.status == "done")
+    print(f"{args.encoder}: {tiles} tiles from {len(summary.done)} slide(s) in {secs:.1f} s = "
+          f"{tiles / secs:.1f} tiles/s end to end (device {args.device}); failed: {summary.failed or 'none'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target-mpp", type=float, default=0.5)
+    p.add_argument("--tile", type=int, default=224)
+    p.add_argument("--size", type=int, default=12288, help="side of the synthetic 40x slide, level-0 px")
+    p.add_argument("--block", type=int, default=4, help="block_tiles")
+    p.add_argument("--workers", type=int, default=None, help="reader processes (default: milkit's auto)")
+    p.add_argument("--max-tiles", type=int, default=1500, help="tiles timed per slide")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "milkit-bench-reading"))
+    p.add_argument("--encoder", help="end-to-end mode with this registered extractor")
+    p.add_argument("--set", action="append", help="extractor KEY=VALUE (end-to-end mode)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("slides", nargs="*", help="slides for end-to-end mode (default: the synthetic one)")
+    args = p.parse_args()
+    (end_to_end if args.encoder else reading)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

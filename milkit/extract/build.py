@@ -1,0 +1,60 @@
+"""Build (extractor, extraction settings) from an ``[extractor]`` table, reporting every problem at once."""
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from milkit.errors import Issue, RecipeError
+from milkit.extract.settings import ExtractionSettings, split_extractor_table
+from milkit.extractor import Extractor
+from milkit.registry import Registries
+
+
+def _issues(exc: pydantic.ValidationError, valid: list[str], source: str, what: str) -> list[Issue]:
+    out = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            msg = f"unknown key for {what}{hint} valid keys: {', '.join(valid)}"
+        elif err["type"] == "missing":
+            msg = f"missing required key for {what}"
+        else:
+            msg = f"{err['msg']} (got {err['input']!r})" if key else err["msg"].removeprefix("Value error, ")
+        out.append(Issue(source, None, f"[extractor] {key}" if key else "[extractor]", msg))
+    return out
+
+
+def build_extraction(table: dict[str, Any], registries: Registries, *, base_dir: Path | None = None,
+                     source: str = "[extractor]") -> tuple[Extractor, ExtractionSettings]:
+    """The encoder named by ``table['name']`` (its config from the table's other non-settings keys)
+    and the :class:`ExtractionSettings`; relative ``weights`` paths resolve against ``base_dir``."""
+    name = table.get("name")
+    if not isinstance(name, str):
+        raise RecipeError([Issue(source, None, "[extractor] name", "missing extractor name; available: "
+                                 f"{', '.join(registries.extractors.names())} (or pass --extractor NAME)")])
+    if name not in registries.extractors:
+        raise RecipeError([Issue(source, None, "[extractor] name", registries.extractors.unknown_message(name))])
+    cls = registries.extractors.get(name)
+    settings_kw, encoder_kw = split_extractor_table(table)
+    weights = encoder_kw.get("weights")
+    if isinstance(weights, str) and base_dir is not None and not Path(weights).expanduser().is_absolute():
+        encoder_kw["weights"] = str((base_dir / weights).resolve())
+    issues: list[Issue] = []
+    settings = config = None
+    try:
+        settings = ExtractionSettings.model_validate(settings_kw)
+    except pydantic.ValidationError as exc:
+        issues += _issues(exc, sorted(ExtractionSettings.model_fields), source, "extraction")
+    try:
+        config = cls.Config.model_validate(encoder_kw)
+    except pydantic.ValidationError as exc:
+        valid = sorted(set(cls.Config.model_fields) | set(ExtractionSettings.model_fields))
+        issues += _issues(exc, valid, source, f"extractor '{name}'")
+    if issues:
+        raise RecipeError(issues)
+    assert settings is not None and config is not None
+    return cls(config), settings

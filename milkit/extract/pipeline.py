@@ -1,0 +1,181 @@
+"""Slides -> one feature HDF5 per slide: segment, tile, read in worker processes, encode, write atomically.
+
+Resumable (slides with an output file are skipped), failure-tolerant (a bad slide is recorded in
+``extraction_report.csv`` and the rest continue), shardable (``shard=(i, n)`` takes every n-th slide)
+and deterministic (re-running produces byte-identical files).
+"""
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from milkit.data.feature_formats import write_bag
+from milkit.errors import DataError
+from milkit.extract.dataset import TileBlocks
+from milkit.extract.encode import encode_blocks
+from milkit.extract.qc import save_geojson, save_overlay
+from milkit.extract.report import ExtractionSummary, SlideOutcome, report_name, write_report
+from milkit.extract.segmentation import segment_tissue
+from milkit.extract.settings import ExtractionSettings
+from milkit.extract.tiling import TilePlan, make_blocks, plan_tiles, resolve_resolution
+from milkit.extractor import Extractor
+from milkit.slides import open_slide, slide_id_from_path
+
+SEGMENTATION_DIR = "segmentation"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda:<LOCAL_RANK>`` when CUDA is available (torchrun sets LOCAL_RANK), else CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def shard_slides(slides: dict[str, Path], shard: tuple[int, int] | None) -> list[tuple[str, Path]]:
+    """(slide id, path) sorted by id; shard (i, n) keeps positions i, i + n, ... (a partition over i)."""
+    ordered = sorted(slides.items())
+    if shard is None:
+        return ordered
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise DataError(f"invalid shard {i}/{n}: expected 0 <= i < n")
+    return ordered[i::n]
+
+
+def output_attrs(extractor: Extractor, settings: ExtractionSettings) -> dict:
+    """Attributes that identify how features were made; a file with different ones is not resumed."""
+    return {
+        "extractor": extractor.name,
+        "extractor_config": json.dumps(extractor.config.model_dump(mode="json", exclude={"weights"}), sort_keys=True),
+        "weights_sha256": extractor.weights_sha256 or "",
+        "feature_dim": int(extractor.feature_dim),
+        "encoder_input_px": int(extractor.tile_size_px),
+        "target": (f"mpp={settings.target_mpp:g}" if settings.target_mpp is not None
+                   else f"magnification={settings.target_magnification:g}"),
+        "tile_size_px": settings.tile_size_px,
+        "stride_px": settings.stride,
+        "target_mpp": settings.target_mpp,
+        "target_magnification": settings.target_magnification,
+        "min_tissue_fraction": settings.min_tissue_fraction,
+    }
+
+
+def _existing_mismatch(path: Path, expected: dict) -> str:
+    """'' when ``path`` was made with ``expected`` settings, else what differs."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as exc:
+        return f"cannot read existing {path.name} ({exc}); delete it to re-extract"
+    for key in ("extractor", "weights_sha256", "extractor_config", "target", "tile_size_px", "stride_px"):
+        have = attrs.get(key)
+        have = have.decode() if isinstance(have, bytes) else have
+        if have != expected[key]:
+            return (f"{path.name} exists but was made with {key}={have!r} (now {expected[key]!r}); "
+                    "use another --out folder or delete the file to re-extract")
+    return ""
+
+
+def _n_tiles(path: Path) -> int:
+    with h5py.File(path, "r") as f:
+        return int(f["features"].shape[0])
+
+
+def _plan(path: Path, sid: str, settings: ExtractionSettings, seg_dir: Path) -> tuple[TilePlan, str, dict]:
+    with open_slide(path, reader=settings.reader, mpp_override=settings.mpp_override) as reader:
+        res = resolve_resolution(reader, settings)
+        seg = segment_tissue(reader, settings.segmentation_params(), ref_patch_px=res.patch_size_level0)
+        plan = plan_tiles(reader, seg, settings, res)
+        save_geojson(seg, seg_dir / f"{sid}.geojson")
+        save_overlay(seg, seg_dir / f"{sid}.png", coords=plan.coords, patch_size_level0=res.patch_size_level0)
+        w0, h0 = reader.dimensions
+        if len(plan) == 0:
+            ps = res.patch_size_level0
+            why = (f"slide is {w0}x{h0} px, smaller than one tile ({ps} px at level 0)" if ps > min(w0, h0)
+                   else f"no tissue found (segmented tissue {100 * seg.tissue_fraction:.1f}% of the slide)"
+                   if seg.tissue_fraction == 0 else
+                   f"no tile reaches min_tissue_fraction={settings.min_tissue_fraction} "
+                   f"(tissue {100 * seg.tissue_fraction:.1f}% of the slide)")
+            raise DataError(f"no tiles: {why}; check the overlay {seg_dir / (sid + '.png')}")
+        meta = {"reader": reader.backend, "mpp": res.mpp, "mpp_source": reader.mpp_note,
+                "magnification": res.magnification, "patch_size_level0": res.patch_size_level0,
+                "level": plan.level, "level0_width": w0, "level0_height": h0, "slide_id": sid,
+                "tissue_fraction": round(seg.tissue_fraction, 6)}
+        if res.target_mpp is not None:
+            meta["target_mpp"] = res.target_mpp
+        if res.target_magnification is not None:
+            meta["target_magnification"] = res.target_magnification
+        return plan, reader.backend, meta
+
+
+def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extractor, settings: ExtractionSettings,
+                   shard: tuple[int, int] | None = None, device: str = "auto",
+                   progress: bool = True, slide_ids: Sequence[str] | None = None) -> ExtractionSummary:
+    """Extract features for ``slides`` (this shard's share) into ``out_dir/<slide_id>.h5``.
+
+    ``slide_ids`` names the outputs (default: each file's stem, see ``slide_id_from_path``).
+
+    Returns:
+        An :class:`ExtractionSummary`; the same rows are in ``out_dir/extraction_report.csv``
+        (``extraction_report.shard-i-of-n.csv`` when sharded).
+    """
+    out_dir = Path(out_dir)
+    if slide_ids is not None and len(slide_ids) != len(slides):
+        raise ValueError(f"{len(slide_ids)} slide_ids for {len(slides)} slides")
+    seen: dict[str, Path] = {}
+    for k, s in enumerate(slides):
+        sid = slide_ids[k] if slide_ids is not None else slide_id_from_path(s)
+        if sid in seen and Path(seen[sid]).resolve() != Path(s).resolve():
+            raise DataError(f"two slides share the id '{sid}': {seen[sid]} and {s}; rename one "
+                            "(outputs are named <slide_id>.h5)")
+        seen[sid] = Path(s)
+    mine = shard_slides(seen, shard)
+    dev = resolve_device(device)
+    extractor.to(dev).eval()
+    expected = output_attrs(extractor, settings)
+    summary = ExtractionSummary(report_path=out_dir / report_name(shard))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        cohort = bar.add_task("slides", total=len(mine))
+        for sid, path in mine:
+            summary.add(_one(path, sid, out_dir, extractor, settings, expected, dev, bar))
+            write_report(summary.report_path, summary.outcomes)
+            bar.advance(cohort)
+    return summary
+
+
+def _one(path: Path, sid: str, out_dir: Path, extractor: Extractor, settings: ExtractionSettings,
+         expected: dict, dev: torch.device, bar: Progress) -> SlideOutcome:
+    t0 = time.perf_counter()
+    out = out_dir / f"{sid}.h5"
+    if out.exists():
+        why = _existing_mismatch(out, expected)
+        if why:
+            return SlideOutcome(sid, str(path), "failed", why)
+        return SlideOutcome(sid, str(path), "skipped", "already extracted", _n_tiles(out))
+    try:
+        plan, backend, meta = _plan(path, sid, settings, out_dir / SEGMENTATION_DIR)
+        ds = TileBlocks(path, reader=backend, mpp_override=settings.mpp_override, plan=plan,
+                        blocks=make_blocks(plan, settings.block_tiles), out_px=extractor.tile_size_px)
+        task = bar.add_task(f"  {sid}", total=len(plan))
+        try:
+            feats = encode_blocks(ds, extractor, n_tiles=len(plan), batch_size=settings.batch_size,
+                                  num_workers=settings.num_workers, device=dev, slide_id=sid,
+                                  on_batch=lambda n: bar.advance(task, n))
+        finally:
+            bar.remove_task(task)
+        feats_out = feats.astype("float16") if settings.save_fp16 else feats
+        write_bag(out, feats_out, plan.coords, {**expected, **meta})
+    except Exception as exc:  # one bad slide must not stop the cohort
+        reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+        return SlideOutcome(sid, str(path), "failed", " ".join(reason.split()), 0, time.perf_counter() - t0)
+    return SlideOutcome(sid, str(path), "done", "", len(plan), time.perf_counter() - t0)
