@@ -19,6 +19,10 @@ demo: $(BIN)/.installed
 	$(BIN)/milkit run $(RECIPE)
 
 test: $(BIN)/.installed
+	@# headless Chromium for the report.html browser test (best effort; the test skips without it)
+	-@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)); } || true
 	$(BIN)/python -m pytest -q
 
 .PHONY: install demo test

@@ -204,6 +204,7 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
     if main:
         save_json(run_dir / "metrics.json", metrics)
         _write_predictions(run_dir / "predictions.csv", predictions)
+        write_visuals(run_dir)
     distributed.barrier()
     log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
     return run_dir
@@ -250,6 +251,18 @@ def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[st
     if distributed.is_main():
         save_json(result_path, result)
     return result
+
+
+def write_visuals(run_dir: Path) -> None:
+    """plots/ and report.html; a failure here is logged and never costs the run's results."""
+    from milkit.viz import write_run_plots, write_run_report
+
+    try:
+        write_run_plots(run_dir)
+        path = write_run_report(run_dir)
+        log.info("report: %s", path)
+    except Exception as exc:  # noqa: BLE001 - the metrics are already written
+        log.warning("could not write plots/report.html for %s: %s: %s", run_dir, type(exc).__name__, exc)
 
 
 def summarise(folds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

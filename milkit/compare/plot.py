@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], metric: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2.5, 4))
+    fig, ax = plt.subplots(figsize=(max(1.4 * len(rows) + 2.5, 6.5), 4))
     for i, row in enumerate(rows):
         values = runs[row["aggregator"]]
         ax.scatter([i] * len(values), values, color="0.6", s=14, zorder=2)
@@ -21,7 +21,7 @@ def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], me
                         capsize=5, zorder=3)
     ax.set_xticks(range(len(rows)), [r["aggregator"] for r in rows], rotation=20)
     ax.set_ylabel(f"test {metric}")
-    ax.set_title(f"test {metric}: runs (grey), mean and 95 % CI (blue)")
+    ax.set_title(f"test {metric}\nruns (grey), mean and 95 % CI (blue)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")

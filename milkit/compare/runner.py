@@ -77,6 +77,12 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             return out_dir
         table = summarise_comparison(results, recipe, section)
         write_comparison(out_dir, table)
+        try:
+            from milkit.viz import write_compare_report
+
+            log.info("report: %s", write_compare_report(out_dir))
+        except Exception as exc:  # noqa: BLE001 - the table is already written
+            log.warning("could not write report.html for %s: %s: %s", out_dir, type(exc).__name__, exc)
         return out_dir
     finally:
         log.removeHandler(handler)

@@ -1,0 +1,37 @@
+"""``milkit heatmap RUN_DIR --slide ID``: a trained model's attention drawn over the slide."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("heatmap")
+    def heatmap(
+        run_dir: Annotated[Path, typer.Argument(help="Run dir written by `milkit run`.")],
+        slide: Annotated[str, typer.Option("--slide", help="Slide id (as in the cohort CSV).")],
+        out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default RUN_DIR/heatmaps/<slide>.png).")] = None,
+        width: Annotated[int | None, typer.Option("--width", help="Heatmap width in px (default 1024).")] = None,
+        level: Annotated[int | None, typer.Option("--level", help="Draw at this pyramid level instead of --width.")] = None,
+        fold: Annotated[int, typer.Option("--fold", help="Which fold's model to use.")] = 0,
+        top_k: Annotated[int, typer.Option("--top-k", help="Highest/lowest scoring patches to show (0 = none).")] = 8,
+        slide_file: Annotated[Path | None, typer.Option("--slide-file", help="Slide file, if the cohort has no slide_path.")] = None,
+        cmap: Annotated[str, typer.Option("--cmap", help="Matplotlib colour map.")] = "jet",
+    ) -> None:
+        """Draw the attention of every patch of one slide over its thumbnail, plus its top/bottom patches."""
+        from milkit.errors import MilkitError
+        from milkit.viz.attention import heatmap_for_run
+
+        if width is not None and level is not None:
+            raise MilkitError("give either --width or --level, not both")
+        console = Console(stderr=True)
+        result = heatmap_for_run(run_dir, slide, out, fold=fold, width=width or 1024, level=level, top_k=top_k,
+                                 slide_path=slide_file, cmap=cmap)
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}")
+        h, w = result.overlay.shape[:2]
+        console.print(f"heatmap ({w} x {h} px, {result.n_patches:,} patches, {result.seconds:.1f} s): {result.png}")
+        if result.tiles_png is not None:
+            console.print(f"top/bottom {len(result.top)} patches: {result.tiles_png}")
