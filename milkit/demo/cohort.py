@@ -134,8 +134,10 @@ def _render(plans: Sequence[SlidePlan], slides_dir: Path, workers: int | None, p
                 results[i] = synthesise_slide(plan, slides_dir / f"{plan.slide_id}.tiff")
                 bar.advance(task)
         else:
-            # fork: works from unguarded scripts and notebooks; the children only run numpy/OpenCV/tifffile
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            # forkserver, not fork: forking a process whose torch/OpenCV thread pools are running can
+            # deadlock the children (seen: a test session hung here). Scripts that call this at top
+            # level need the usual `if __name__ == "__main__":` guard, as with any process pool.
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             ctx = multiprocessing.get_context(method)
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker) as pool:
                 futures = {
