@@ -1,0 +1,1 @@
+"""HistGen (Guo et al., MICCAI 2024): report generation from whole-slide features."""
