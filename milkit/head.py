@@ -1,5 +1,6 @@
 """The head interface: slide representation -> task output, loss, predictions, metrics."""
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,6 +54,14 @@ class Head(nn.Module):
         HistGen's report head uses it to share the cross-modal memory of the ``histgen``
         aggregator. The default does nothing.
         """
+
+    def validation(self) -> AbstractContextManager[None]:
+        """Context for the per-epoch validation pass used for model selection.
+
+        A head may make that pass cheaper than the final evaluation (the report head decodes
+        greedily and skips METEOR there). The default changes nothing.
+        """
+        return nullcontext()
 
     @classmethod
     def fit_targets(cls, config: ComponentConfig, train_rows: list[Row]) -> dict[str, Any]:

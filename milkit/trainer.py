@@ -216,8 +216,9 @@ class Trainer:
                 entry: dict[str, Any] = {"fold": self.fold, "epoch": epoch, "train_loss": train_loss,
                                          "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
                 if has_val and (epoch % ev.every_n_epochs == 0 or epoch == t.epochs):
-                    records, val_loss, _ = self.predict("val")
-                    val_metrics = _scalars(self.model.head.metrics(records))
+                    with self.model.head.validation():
+                        records, val_loss, _ = self.predict("val")
+                        val_metrics = _scalars(self.model.head.metrics(records))
                     entry.update({"val_loss": val_loss, **{f"val_{k}": v for k, v in val_metrics.items()}})
                     value = val_loss if self.monitor == "loss" else val_metrics.get(self.monitor)
                     if _better(value, state["best"], self.mode):

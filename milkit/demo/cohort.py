@@ -24,7 +24,7 @@ from milkit.demo.slides import MPP, SlidePlan, init_worker, synthesise_slide
 from milkit.demo.tissue import COMPONENTS
 from milkit.errors import DataError
 
-VERSION = "demo-v1"
+VERSION = "demo-v2"
 COHORT_COLUMNS = ("slide_id", "case_id", "slide_path", "label", "time", "event", "report")
 COMPOSITION_COLUMNS = ("slide_id", "case_id", "label", *COMPONENTS, "width", "height", "mpp")
 SUBTYPE_LOG_HAZARD = {"adenocarcinoma": 0.0, "squamous": 0.5, "small_cell": 1.3}

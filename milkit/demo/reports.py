@@ -12,20 +12,20 @@ from dataclasses import dataclass
 import numpy as np
 
 DIAGNOSIS: dict[str, tuple[str, ...]] = {
-    "adenocarcinoma": ("invasive adenocarcinoma, acinar pattern", "adenocarcinoma, acinar pattern"),
-    "squamous": ("invasive squamous cell carcinoma, keratinizing", "keratinizing squamous cell carcinoma"),
-    "small_cell": ("small cell carcinoma, high grade", "high grade small cell carcinoma"),
+    "adenocarcinoma": ("invasive adenocarcinoma with acinar and glandular pattern",),
+    "squamous": ("keratinizing squamous cell carcinoma with keratin pearls",),
+    "small_cell": ("small cell carcinoma with high grade nuclei and crush artifact",),
 }
-TUMOUR_PERCENT = ("tumor comprises approximately {p}% of the tissue", "tumor is approximately {p}% of the tissue")
+TUMOUR_PERCENT = ("tumor comprises approximately {p}% of the tissue",)
 NECROSIS = {
-    "absent": ("no tumor necrosis is identified", "tumor necrosis is not identified"),
-    "focal": ("focal tumor necrosis is present", "tumor necrosis is focal"),
-    "extensive": ("extensive tumor necrosis is present", "tumor necrosis is extensive"),
+    "absent": ("no tumor necrosis is identified",),
+    "focal": ("focal tumor necrosis is present",),
+    "extensive": ("extensive tumor necrosis is present",),
 }
 LYMPHOCYTES = {
-    "mild": ("mild lymphocytic infiltrate", "lymphocytic infiltrate is mild"),
-    "moderate": ("moderate lymphocytic infiltrate", "lymphocytic infiltrate is moderate"),
-    "brisk": ("brisk lymphocytic infiltrate", "lymphocytic infiltrate is brisk"),
+    "mild": ("mild lymphocytic infiltrate",),
+    "moderate": ("moderate lymphocytic infiltrate",),
+    "brisk": ("brisk lymphocytic infiltrate",),
 }
 SITES = ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe")
 PROCEDURES = ("lobectomy", "wedge resection", "biopsy")
@@ -55,21 +55,19 @@ def findings(subtype: str, composition: dict[str, float]) -> Findings:
 
 
 def write_report(rng: np.random.Generator, facts: Findings) -> str:
-    """One lowercase TCGA-like report (~30-50 words) with random phrasing and patient details."""
+    """One lowercase TCGA-like report (~30-40 words): the slide-derived findings first, then the
+    specimen and one staging detail, which vary per patient and cannot be read from the slide.
+
+    Most words come from the findings on purpose: a model that reads the slide can then clearly
+    beat one that always writes the commonest training report (the demo's learnability check).
+    """
 
     def pick(options: tuple[str, ...]) -> str:
         return options[int(rng.integers(len(options)))]
 
-    specimen = f"lung, {pick(SITES)}, {pick(PROCEDURES)}"
     diagnosis = pick(DIAGNOSIS[facts.subtype])
     percent = pick(TUMOUR_PERCENT).format(p=facts.tumour_percent)
     necrosis, lymph = pick(NECROSIS[facts.necrosis]), pick(LYMPHOCYTES[facts.lymphocytes])
-    size = f"tumor size {int(rng.integers(2, 6))} cm"
-    details = [size, pick(MARGINS), pick(INVASION), pick(NODES)]
-    if rng.random() < 0.5:
-        sentences = [specimen, diagnosis, percent, necrosis, lymph, *details]
-    else:
-        sentences = [f"{specimen}, {diagnosis}", lymph, necrosis, percent, *details]
-    if rng.random() < 0.3:  # some reports omit the staging details
-        sentences = sentences[: len(sentences) - int(rng.integers(1, 3))]
-    return ". ".join(sentences) + "."
+    specimen = f"specimen: lung, {pick(SITES)}, {pick(PROCEDURES)}"
+    detail = pick((f"tumor size {int(rng.integers(2, 6))} cm", pick(MARGINS), pick(INVASION), pick(NODES)))
+    return ". ".join([diagnosis, percent, necrosis, lymph, specimen, detail]) + "."

@@ -84,7 +84,10 @@ class Report(Head):
         reports = [str(r[config.report_column]) for r in train_rows]
         tok = Tokenizer.build(reports, threshold=config.threshold)
         cut = sum(len(tok.tokenize(t)) + 2 > config.max_seq_length for t in reports)
-        return {"tokenizer": tok.to_dict(), "max_seq_length": config.max_seq_length, "n_truncated_train": cut}
+        encoded = [tok.decode(tok.encode(t, config.max_seq_length)[1:]) for t in reports]
+        most_common = max(sorted(set(encoded)), key=encoded.count) if encoded else ""
+        return {"tokenizer": tok.to_dict(), "max_seq_length": config.max_seq_length, "n_truncated_train": cut,
+                "most_common_report": most_common}
 
     @classmethod
     def check_rows(cls, config: ReportConfig, rows: list[Row]) -> list[str]:
@@ -128,6 +131,17 @@ class Report(Head):
         finally:
             self._decoding = previous
 
+    @contextmanager
+    def validation(self) -> Iterator[None]:
+        """Per-epoch validation: decode with ``val_decoding`` and skip METEOR (a JVM start per call);
+        the final evaluation decodes with ``decoding`` and computes every metric."""
+        self._validating = True
+        try:
+            with self.decoding_mode(self.config.val_decoding):
+                yield
+        finally:
+            self._validating = False
+
     def generate(self, x: AggregatorOutput, mode: Decoding | None = None) -> Tensor:
         """Generated ids [B, max_seq_length], zero after EOS."""
         if x.tokens is None or x.token_mask is None:
@@ -150,7 +164,13 @@ class Report(Head):
     def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
         from milkit.metrics.reports import score_reports
 
-        scores: dict[str, Any] = dict(score_reports([r["generated"] for r in records],
-                                                    [r["reference"] for r in records]))
+        references = [r["reference"] for r in records]
+        validating = getattr(self, "_validating", False)
+        scores: dict[str, Any] = dict(score_reports([r["generated"] for r in records], references,
+                                                    meteor=not validating))
         scores["n_truncated"] = sum(bool(r.get("truncated")) for r in records)
+        baseline = self.target_state.get("most_common_report")
+        if baseline and records and not validating:  # a model that always writes the commonest training report
+            base = score_reports([baseline] * len(records), references, meteor=False)
+            scores.update({f"baseline_{k}": v for k, v in base.items() if k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")})
         return scores

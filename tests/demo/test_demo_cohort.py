@@ -58,7 +58,7 @@ def test_composition_ground_truth(small_demo: Path) -> None:
 
 def test_marker_records_the_arguments(small_demo: Path) -> None:
     marker = json.loads((small_demo.parent / ".complete").read_text())
-    assert marker == {"version": "demo-v1", "n_slides": 18, "seed": 3, "slide_size": 512}
+    assert marker == {"version": "demo-v2", "n_slides": 18, "seed": 3, "slide_size": 512}
     assert is_complete(small_demo.parent, n_slides=18, seed=3, slide_size=512)
     assert not is_complete(small_demo.parent)  # not the default demo
 
