@@ -9,7 +9,8 @@ RECIPE ?= recipes/histgen_report.toml
 $(BIN)/.installed: pyproject.toml constraints.txt plugins/milkit-dsmil/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all,test]" ./plugins/milkit-dsmil
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all,test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt ./plugins/milkit-dsmil
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13'), torch.__version__"
 	touch $@
 
