@@ -62,6 +62,7 @@ def test_empty_reports_are_reported_by_slide() -> None:
 def test_predict_records_and_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     model = small_model("fixed")
     head = model.head
+    head.target_state["most_common_report"] = "w03 w04"  # fit_targets records it; imported runs may lack it
     rows = [{"slide_id": "x", "report": "w03 w04"}, {"slide_id": "y", "report": "w05 " * 40}]
     with torch.no_grad():
         x = model.encode(pad([torch.randn(5, IN_DIM), torch.randn(9, IN_DIM)]))
@@ -72,10 +73,19 @@ def test_predict_records_and_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     assert beam[0]["reference"] == "w03 w04 <unk>"  # decoded ids, as HistGen: "." is out of vocabulary and greedy[1]["truncated"] and not greedy[0]["truncated"]
     assert greedy[1]["reference"].split() == ["w05"] * (SMALL_HEAD["max_seq_length"] - 2)
     seen = {}
+    calls = []
     monkeypatch.setattr(milkit.metrics.reports, "score_reports",
-                        lambda g, r: seen.update(g=g, r=r) or {"BLEU_4": 0.5})
+                        lambda g, r, meteor=True: calls.append((g, r, meteor)) or {"BLEU_4": 0.5})
     scores = head.metrics(beam)
-    assert scores == {"BLEU_4": 0.5, "n_truncated": 1} and seen["r"] == [r["reference"] for r in beam]
+    assert scores == {"BLEU_4": 0.5, "n_truncated": 1, "baseline_BLEU_4": 0.5}
+    (gen, refs, meteor), (base, base_refs, base_meteor) = calls
+    assert refs == base_refs == [r["reference"] for r in beam] and meteor and not base_meteor
+    assert base == [head.target_state["most_common_report"]] * len(beam)  # the always-the-same-report baseline
+    calls.clear()
+    with head.validation():  # per-epoch model selection: greedy decoding, no METEOR JVM, no baseline
+        assert head._decoding == head.config.val_decoding
+        head.metrics(beam)
+    assert [c[2] for c in calls] == [False]
 
 
 def test_the_memory_is_shared_with_the_aggregator() -> None:
@@ -98,5 +108,5 @@ def test_other_token_widths_get_their_own_memory_and_a_projection() -> None:
 
 def test_head_conformance(monkeypatch: pytest.MonkeyPatch) -> None:
     real = milkit.metrics.reports.score_reports
-    monkeypatch.setattr(milkit.metrics.reports, "score_reports", lambda g, r: real(g, r, meteor=False))  # no JVM
+    monkeypatch.setattr(milkit.metrics.reports, "score_reports", lambda g, r, meteor=True: real(g, r, meteor=False))  # no JVM
     check_head(Report, {**SMALL_HEAD, "threshold": 1, "max_seq_length": 10})
