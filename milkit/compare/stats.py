@@ -8,14 +8,21 @@ from scipy import stats
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean, sample std and a Student-t confidence interval over fold×seed runs."""
+    """Mean, sample std and a Student-t confidence interval over fold×seed runs.
+
+    For metrics whose runs all lie in [0, 1] (accuracies, AUCs, c-indices, BLEU) the interval
+    is clipped to [0, 1], where the metric lives.
+    """
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if x.size == 0:
         return {"mean": None, "std": None, "ci95": [None, None], "n": 0}
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if x.size > 1 else 0.0
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * std / math.sqrt(x.size)) if x.size > 1 else 0.0
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(x.size)}
+    low, high = mean - half, mean + half
+    if x.min() >= 0.0 and x.max() <= 1.0:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return {"mean": mean, "std": std, "ci95": [low, high], "n": int(x.size)}
 
 
 def paired_test(a: list[float], b: list[float], *, method: str = "wilcoxon", seed: int = 0,

@@ -73,9 +73,11 @@ def test_unknown_aggregator_in_compare_lists_registered(tmp_path, registries, sy
 
 
 def test_mean_ci_and_paired_tests():
-    s = mean_ci([0.8, 0.9, 1.0])
-    assert s["mean"] == pytest.approx(0.9) and s["ci95"][0] < 0.9 < s["ci95"][1]
-    assert s["ci95"][1] - 0.9 == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    s = mean_ci([0.6, 0.7, 0.8])
+    assert s["mean"] == pytest.approx(0.7) and s["ci95"][0] < 0.7 < s["ci95"][1]
+    assert s["ci95"][1] - 0.7 == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    assert mean_ci([0.8, 0.9, 1.0])["ci95"][1] == 1.0  # bounded metrics: the interval stays in [0, 1]
+    assert mean_ci([1.0, 2.0, 3.0])["ci95"][1] > 3.0  # unbounded ones (CIDEr) are not clipped
     same = paired_test([0.8, 0.81, 0.79, 0.8, 0.82], [0.8, 0.8, 0.8, 0.81, 0.81])
     assert same["within_noise"]
     far = paired_test(list(np.linspace(0.9, 0.95, 12)), list(np.linspace(0.5, 0.55, 12)), method="bootstrap")
