@@ -1,5 +1,6 @@
 """``milkit compare RECIPE``: many aggregators, one cohort, the same folds; one table."""
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +33,8 @@ def register(app: typer.Typer) -> None:
                                      "aggregators = [{name = \"mean\"}, {name = \"abmil\"}]")])
         resolved = validate_recipe(loaded, registries)
         out_dir = run_compare(resolved, registries, out=out, progress=not quiet)
-        print_comparison(Console(), load_comparison(out_dir), out_dir)
+        console = Console() if sys.stdout.isatty() else Console(width=150)  # full table in logs and pipes
+        print_comparison(console, load_comparison(out_dir), out_dir)
 
 
 def print_comparison(console: Console, table: dict[str, Any], out_dir: Path) -> None:
@@ -48,6 +50,6 @@ def print_comparison(console: Console, table: dict[str, Any], out_dir: Path) -> 
         verdict = "best" if vs["is_best"] else (f"p={vs['p_value']:.3f}" + (" (within noise)" if vs["within_noise"] else ""))
         fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
         t.add_row(row["aggregator"], f"{fmt(s['mean'])} ± {fmt(s['std'])}", f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]",
-                  verdict, f"{row['n_parameters']:,}", f"{row['seconds_per_epoch']:.2f}", f"{row['peak_memory_mb']:.0f}",
+                  verdict, f"{row['n_parameters']:,}", f"{row['seconds_per_epoch']:.2f}", f"{row['peak_memory_mb']:.1f}",
                   f"{row['inference_seconds_per_slide']:.4f}")
     console.print(t)
