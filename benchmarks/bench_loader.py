@@ -66,7 +66,7 @@ def run_child(root: Path, cache_mb: float, fp16: bool, limit_gb: float) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(cache_mb), "1" if fp16 else "0"],
-                         capture_output=True, text=True, preexec_fn=cap, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                         capture_output=True, text=True, preexec_fn=cap, env={**os.environ, "OMP_NUM_THREADS": "2", "MALLOC_ARENA_MAX": "2"})
     if out.returncode != 0:
         raise SystemExit(f"child failed under a {limit_gb} GiB cap:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
