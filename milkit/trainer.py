@@ -110,7 +110,8 @@ class Trainer:
             if max_patches and feats.shape[0] > max_patches:
                 key = int.from_bytes(hashlib.blake2b(f"{subsample_seed}:{r['slide_id']}".encode(), digest_size=8).digest())
                 keep = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(key))[:max_patches]
-                feats, coords = feats[keep.sort().values], coords[keep.sort().values]
+                keep = keep.sort().values                                   # keep scan order
+                feats, coords = feats[keep], coords[keep]
             items.append((feats, coords))
         return collate_bags(items).to(self.device)
 

@@ -18,7 +18,7 @@ from milkit.testing.report import (
     CheckSkip,
     assert_close,
     assert_finite,
-    component_config,
+    
     require,
     skip_set,
 )
@@ -61,11 +61,8 @@ def run_aggregator_checks(
     report = CheckReport(label, skip=skip_set(skip, AGGREGATOR_CHECKS))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        cfg = report.run("config", lambda: component_config(cls, config))
+        cfg = report.config(cls, config, AGGREGATOR_CHECKS)
         if cfg is None:
-            if report.results[-1].status == "skip":
-                report.not_run = report.results[-1].message
-            report.skip_rest(list(AGGREGATOR_CHECKS[1:]), "no valid config")
             return report
 
         def build(s: int) -> Aggregator:

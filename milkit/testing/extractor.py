@@ -12,7 +12,7 @@ from milkit.testing.report import (
     CheckReport,
     assert_close,
     assert_finite,
-    component_config,
+    
     require,
     skip_set,
 )
@@ -37,11 +37,8 @@ def run_extractor_checks(
     report = CheckReport(label, skip=skip_set(skip, EXTRACTOR_CHECKS))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        cfg = report.run("config", lambda: component_config(cls, config))
+        cfg = report.config(cls, config, EXTRACTOR_CHECKS)
         if cfg is None:
-            if report.results[-1].status == "skip":
-                report.not_run = report.results[-1].message
-            report.skip_rest(list(EXTRACTOR_CHECKS[1:]), "no valid config")
             return report
         model = report.run("build", lambda: _build(cls, cls(cfg)))
         if model is None:

@@ -18,7 +18,7 @@ from milkit.testing.report import (
     CheckSkip,
     assert_close,
     assert_finite,
-    component_config,
+    
     json_ready,
     require,
     skip_set,
@@ -70,11 +70,8 @@ def run_head_checks(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        cfg = report.run("config", lambda: component_config(cls, config))
+        cfg = report.config(cls, config, HEAD_CHECKS)
         if cfg is None:
-            if report.results[-1].status == "skip":
-                report.not_run = report.results[-1].message
-            report.skip_rest(list(HEAD_CHECKS[1:]), "no valid config")
             return report
         rows = rows if rows is not None else synthetic_rows(6, gen, cfg)
         report.run("check_rows", lambda: _check_rows(cls, cfg, rows))

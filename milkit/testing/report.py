@@ -92,6 +92,16 @@ class CheckReport:
         self.results.append(CheckResult(check, "pass"))
         return value
 
+    def config(self, cls: type, config: "ComponentConfig | dict[str, Any] | None",
+               checks: tuple[str, ...]) -> "ComponentConfig | None":
+        """Run the "config" check; without a valid config, mark the other ``checks`` skipped and return None."""
+        cfg = self.run("config", lambda: component_config(cls, config))
+        if cfg is None:
+            if self.results[-1].status == "skip":
+                self.not_run = self.results[-1].message
+            self.skip_rest([c for c in checks if c != "config"], "no valid config")
+        return cfg
+
     def skip_rest(self, checks: list[str], reason: str) -> None:
         for check in checks:
             self.results.append(CheckResult(check, "skip", reason))
