@@ -1,11 +1,12 @@
 """Extraction settings: the keys of a recipe's ``[extractor]`` table that are not the encoder's own."""
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from milkit.config import ComponentConfig
 from milkit.extract.segmentation import SegmentationParams
+from milkit.slides.open import ReaderName
 
 
 class ExtractionSettings(ComponentConfig):
@@ -23,8 +24,9 @@ class ExtractionSettings(ComponentConfig):
         0.25, ge=0, le=1, description="Keep tiles at least this much covered by tissue.")
     mpp_override: float | None = Field(
         None, gt=0, description="Level-0 mpp used for every slide instead of the file's (for slides without one).")
-    reader: Literal["auto", "openslide", "cucim", "tifffile", "pillow", "dicom"] = Field(
-        "auto", description="Slide reader backend; auto = OpenSlide, else tifffile/Pillow/pydicom.")
+    reader: ReaderName = Field(
+        "auto", description="Slide reader backend; auto = OpenSlide's metadata with tiles decoded by tifffile "
+                            "(SVS, tiled TIFF) or OpenSlide's own reads, else tifffile/Pillow/pydicom.")
     batch_size: int = Field(64, ge=1, description="Tiles per encoder batch.")
     num_workers: int | None = Field(
         None, ge=0, description="Reader processes per slide (None = up to 4, leaving one core for the encoder).")

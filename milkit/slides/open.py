@@ -1,14 +1,16 @@
 """Open a slide with the right backend: ``open_slide(path, reader="auto")``."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from milkit.errors import DataError
 from milkit.slides.base import SlideReader
 from milkit.slides.image_reader import PIL_SUFFIXES, TIFF_SUFFIXES
+from milkit.slides.tiff_tiles_reader import VENDORS as TILED_TIFF_VENDORS
+from milkit.slides.tiff_tiles_reader import TiffTilesReader
 
-ReaderName = Literal["auto", "openslide", "cucim", "tifffile", "pillow", "dicom"]
-READERS: tuple[str, ...] = ("auto", "openslide", "cucim", "tifffile", "pillow", "dicom")
+ReaderName = Literal["auto", "tiff-tiles", "openslide", "cucim", "tifffile", "pillow", "dicom"]
+READERS: tuple[str, ...] = get_args(ReaderName)
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm", ".czi",
                   *TIFF_SUFFIXES, *PIL_SUFFIXES)
 """File endings treated as slides when a folder is given."""
@@ -17,12 +19,13 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".sv
 def open_slide(path: Path | str, *, reader: str = "auto", mpp_override: float | None = None) -> SlideReader:
     """Open ``path`` for reading.
 
-    ``reader="auto"`` tries OpenSlide when it recognises the file, then tifffile (TIFF),
-    Pillow (PNG/JPEG) or pydicom (DICOM the OpenSlide driver rejects).
+    ``reader="auto"`` uses OpenSlide when it recognises the file, decoding the tiles itself
+    (``tiff-tiles``) for Aperio SVS and generic tiled TIFF; then tifffile (other TIFF), Pillow
+    (PNG/JPEG) or pydicom (DICOM the OpenSlide driver rejects).
 
     Args:
         path: the slide file.
-        reader: one of ``auto``, ``openslide``, ``cucim``, ``tifffile``, ``pillow``, ``dicom``.
+        reader: one of ``auto``, ``tiff-tiles``, ``openslide``, ``cucim``, ``tifffile``, ``pillow``, ``dicom``.
         mpp_override: level-0 micrometres per pixel to use instead of the file's value.
 
     Raises:
@@ -37,6 +40,8 @@ def open_slide(path: Path | str, *, reader: str = "auto", mpp_override: float | 
         from milkit.slides.openslide_reader import OpenSlideReader
 
         return OpenSlideReader(path, mpp_override=mpp_override)
+    if reader == "tiff-tiles":
+        return TiffTilesReader(path, mpp_override=mpp_override)
     if reader == "cucim":
         from milkit.slides.cucim_reader import CuCIMReader
 
@@ -63,6 +68,11 @@ def _auto(path: Path, mpp_override: float | None) -> SlideReader:
         vendor = openslide.OpenSlide.detect_format(str(path))
     except Exception:
         vendor = None
+    if vendor in TILED_TIFF_VENDORS:
+        try:
+            return TiffTilesReader(path, mpp_override=mpp_override)
+        except DataError:
+            pass                                # OpenSlide alone below, which reports its own error
     if vendor is not None:
         try:
             return OpenSlideReader(path, mpp_override=mpp_override)

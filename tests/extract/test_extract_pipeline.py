@@ -33,7 +33,7 @@ def test_outputs_are_level0_tissue_tiles_with_attrs(synthetic_slide: Path, tmp_p
     a = bag.attrs
     assert a["feature_format"] == "milkit" and a["extractor"] == "color-texture"
     assert a["patch_size_level0"] == 128 and a["mpp"] == 0.5 and a["target_mpp"] == 2.0
-    assert a["tile_size_px"] == 32 and a["reader"] == "openslide" and a["weights_sha256"] == ""
+    assert a["tile_size_px"] == 32 and a["reader"] == "tiff-tiles" and a["weights_sha256"] == ""
     assert bag.features.shape == (len(bag.coords), 96) and bag.features.dtype == np.float32
     # level-0 grid, inside the slide, on tissue (pink), rows in row-major order
     assert (bag.coords % 128 == 0).all() and (bag.coords >= 0).all()

@@ -11,11 +11,11 @@ from milkit.errors import DataError
 from milkit.slides import open_slide, slide_id_from_path
 
 EXPECTED = {  # file: (backend, level-0 (w, h), level count, mpp, magnification)
-    "cmu-1-small-region.svs": ("openslide", (2220, 2967), 1, 0.499, 20.0),
-    "tcga-cr-7395-01a-01-ts1.svs": ("openslide", (4443, 3567), 2, None, None),     # JPEG-2000, no MPP
-    "openslide-python-boxes.tiff": ("openslide", (300, 250), 4, None, None),       # 72-dpi tag ignored
-    "small_HE_levels.tiff": ("openslide", (300, 250), 4, None, None),
-    "openslide-python-small.svs": ("openslide", (16, 16), 1, 0.499, 20.0),
+    "cmu-1-small-region.svs": ("tiff-tiles", (2220, 2967), 1, 0.499, 20.0),
+    "tcga-cr-7395-01a-01-ts1.svs": ("tiff-tiles", (4443, 3567), 2, None, None),     # JPEG-2000, no MPP
+    "openslide-python-boxes.tiff": ("tiff-tiles", (300, 250), 4, None, None),       # 72-dpi tag ignored
+    "small_HE_levels.tiff": ("tiff-tiles", (300, 250), 4, None, None),
+    "openslide-python-small.svs": ("tiff-tiles", (16, 16), 1, 0.499, 20.0),
     "kidney-48-5.tif": ("tifffile", (1493, 901), 1, None, None),                   # stripped plain TIFF
 }
 
