@@ -1,48 +1,73 @@
-"""Tile blocks as a torch Dataset, so DataLoader worker processes read and resize while the encoder runs."""
+"""Tile blocks of several slides as one torch Dataset, so DataLoader worker processes (started once
+for the lot) read and resize while the encoder runs."""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from milkit.extract.tiling import TilePlan, read_block
 from milkit.slides import SlideReader, open_slide
 
 
-class TileBlocks(Dataset):
-    """Item ``i`` = block ``i``: ``{"idx": [n] int64 tile indices, "tiles": [n, px, px, 3] uint8,
-    "error": str}``. Each process opens its own reader; read errors come back as ``error`` text
-    (not an exception) so the pipeline can report them cleanly."""
+@dataclass
+class SlideJob:
+    """One planned slide: where to read (``reader`` backend) and which tiles, grouped in blocks."""
 
-    def __init__(self, path: Path, *, reader: str, mpp_override: float | None, plan: TilePlan,
-                 blocks: list[np.ndarray], out_px: int) -> None:
-        self.path, self.reader_name, self.mpp_override = path, reader, mpp_override
-        self.plan, self.blocks, self.out_px = plan, blocks, out_px
+    slide_id: str
+    path: Path
+    reader: str
+    plan: TilePlan
+    blocks: list[np.ndarray]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.plan)
+
+
+class TileBlocks(Dataset):
+    """Item ``i`` = one block of one slide, in slide order then block order:
+    ``{"slide": int (index in jobs), "idx": [n] int64 tile indices, "tiles": [n, px, px, 3] uint8,
+    "error": str}``. Each process keeps the reader of the slide it is on; read errors come back as
+    ``error`` text (not an exception) so the pipeline can fail that slide alone."""
+
+    def __init__(self, jobs: list[SlideJob], *, mpp_override: float | None, out_px: int) -> None:
+        self.jobs, self.mpp_override, self.out_px = jobs, mpp_override, out_px
+        self.items = [(k, j) for k, job in enumerate(jobs) for j in range(len(job.blocks))]
         self._reader: SlideReader | None = None
-        self._pid = -1
+        self._key: tuple[int, int] = (-1, -1)         # (pid, slide) the open reader belongs to
 
     def __len__(self) -> int:
-        return len(self.blocks)
+        return len(self.items)
 
-    def _open(self) -> SlideReader:
-        if self._reader is None or self._pid != os.getpid():
-            self._reader = open_slide(self.path, reader=self.reader_name, mpp_override=self.mpp_override)
-            self._pid = os.getpid()
+    def _open(self, k: int) -> SlideReader:
+        key = (os.getpid(), k)
+        if self._reader is None or self._key != key:
+            if self._reader is not None and self._key[0] == key[0]:
+                self._reader.close()
+            job = self.jobs[k]
+            self._reader = None
+            self._reader = open_slide(job.path, reader=job.reader, mpp_override=self.mpp_override)
+            self._key = key
         return self._reader
 
     def __getitem__(self, i: int) -> dict:
-        idx = self.blocks[i]
+        k, j = self.items[i]
+        idx = self.jobs[k].blocks[j]
+        tiles = torch.empty((len(idx), self.out_px, self.out_px, 3), dtype=torch.uint8)
+        if get_worker_info() is not None:       # written straight into the memory the main process maps
+            tiles.share_memory_()
         try:
-            tiles = read_block(self._open(), self.plan, idx, self.out_px)
+            read_block(self._open(k), self.jobs[k].plan, idx, self.out_px, out=tiles.numpy())
             error = ""
         except Exception as exc:  # reported by the pipeline, with the slide's name
-            tiles = np.zeros((0, self.out_px, self.out_px, 3), np.uint8)
-            error = f"{type(exc).__name__}: {exc}"
-        return {"idx": torch.from_numpy(idx), "tiles": torch.from_numpy(tiles), "error": error}
+            tiles, error = tiles[:0], f"{type(exc).__name__}: {exc}"
+        return {"slide": k, "idx": torch.from_numpy(idx), "tiles": tiles, "error": error}
 
     def close(self) -> None:
-        if self._reader is not None:
+        if self._reader is not None and self._key[0] == os.getpid():
             self._reader.close()
-            self._reader = None
+        self._reader = None

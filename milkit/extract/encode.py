@@ -1,19 +1,19 @@
-"""Run an extractor over a slide's tile blocks: worker processes read, the main process encodes."""
+"""Run an extractor over the tile blocks of several slides: worker processes read, the main process encodes."""
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from milkit.errors import DataError
 from milkit.extract.dataset import TileBlocks
 from milkit.extractor import Extractor
 
 
 def auto_workers(requested: int | None, n_blocks: int) -> int:
-    """``requested``, or up to 4 reader processes leaving one core for the encoder (0 for tiny slides)."""
+    """``requested``, or up to 4 reader processes leaving one core for the encoder (0 for tiny jobs)."""
     if requested is not None:
         return min(requested, n_blocks)
     if n_blocks < 4:
@@ -21,64 +21,96 @@ def auto_workers(requested: int | None, n_blocks: int) -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1), n_blocks)
 
 
-def _batches(loader: DataLoader, batch_size: int, slide_id: str) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Re-chunk blocks into encoder batches of exactly ``batch_size`` tiles (the last may be short).
-    Batch composition depends only on block order, so outputs are reproducible."""
-    idx_buf: list[torch.Tensor] = []
-    tile_buf: list[torch.Tensor] = []
-    held = 0
-    for item in loader:
-        if item["error"]:
-            raise DataError(f"slide {slide_id}: reading tiles failed: {item['error']}")
-        idx_buf.append(item["idx"])
-        tile_buf.append(item["tiles"])
-        held += len(item["idx"])
-        while held >= batch_size:
-            idx, tiles = torch.cat(idx_buf), torch.cat(tile_buf)
-            yield idx[:batch_size].numpy(), tiles[:batch_size]
-            idx_buf, tile_buf, held = [idx[batch_size:]], [tiles[batch_size:]], held - batch_size
-    if held:
-        yield torch.cat(idx_buf).numpy(), torch.cat(tile_buf)
+@dataclass
+class SlideResult:
+    """Features of slide ``k`` of the dataset's jobs ([n_tiles, D] float32, row i = tile i of its
+    plan), or the reason it failed."""
+
+    k: int
+    features: np.ndarray | None
+    error: str = ""
+
+
+@dataclass
+class _Slide:
+    feats: np.ndarray
+    seen: np.ndarray
+    idx: list[torch.Tensor] = field(default_factory=list)
+    tiles: list[torch.Tensor] = field(default_factory=list)
+    held: int = 0
+    error: str = ""
 
 
 @torch.inference_mode()
-def encode_blocks(dataset: TileBlocks, extractor: Extractor, *, n_tiles: int, batch_size: int,
-                  num_workers: int | None, device: torch.device, slide_id: str,
-                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Features [n_tiles, D] float32, row ``i`` for tile ``i`` of the plan.
+def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int, num_workers: int | None,
+                  device: torch.device, on_tiles: Callable[[int, int], None] | None = None) -> Iterator[SlideResult]:
+    """Encode every slide of ``dataset`` and yield one :class:`SlideResult` per slide, in order, as
+    soon as its last block is encoded.
 
-    On CUDA: pinned host memory, non-blocking copies and bf16 autocast; reading overlaps compute
-    through the DataLoader's worker processes and prefetching.
+    Batches never mix slides: each slide's tiles are cut into batches of exactly ``batch_size`` in
+    block order (the last may be short), so a slide's features do not depend on which other slides
+    share the DataLoader. On CUDA: pinned host memory, non-blocking copies and bf16 autocast;
+    reading overlaps compute through the worker processes and prefetching.
+    ``on_tiles(k, n)`` is called after n more tiles of slide k are encoded.
     """
     workers = auto_workers(num_workers, len(dataset))
     cuda = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=cuda,
                         prefetch_factor=4 if workers else None, persistent_workers=False)
-    feats = np.zeros((n_tiles, extractor.feature_dim), dtype=np.float32)
-    seen = np.zeros(n_tiles, dtype=bool)
     threads = torch.get_num_threads()
     if not cuda and workers:  # leave the reader processes their cores
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+
+    def encode(k: int, s: _Slide, n: int) -> None:
+        idx, tiles = torch.cat(s.idx), torch.cat(s.tiles)
+        s.idx, s.tiles, s.held = [idx[n:]], [tiles[n:]], s.held - n
+        try:
+            x = tiles[:n].to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)   # b 3 h w
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+                out = extractor(x)                                                               # b d
+            s.feats[idx[:n].numpy()] = out.float().cpu().numpy()
+        except Exception as exc:  # this slide fails, the others go on
+            s.error = f"slide {dataset.jobs[k].slide_id}: the encoder failed: {type(exc).__name__}: {exc}"
+            return
+        s.seen[idx[:n].numpy()] = True
+        if on_tiles is not None:
+            on_tiles(k, n)
+
+    def finish(k: int, s: _Slide) -> SlideResult:
+        if not s.error and s.held:
+            encode(k, s, s.held)
+        if s.error:
+            return SlideResult(k, None, s.error)
+        sid = dataset.jobs[k].slide_id
+        if not s.seen.all():
+            return SlideResult(k, None, f"slide {sid}: {int((~s.seen).sum())} of {len(s.seen)} tiles were never encoded")
+        if not np.isfinite(s.feats).all():
+            return SlideResult(k, None, f"slide {sid}: the encoder produced NaN/Inf features; check the weights "
+                                        "and inputs")
+        return SlideResult(k, s.feats)
+
+    current: tuple[int, _Slide] | None = None
     try:
-        _run(loader, extractor, device, batch_size, slide_id, feats, seen, on_batch)
+        for item in loader:
+            k = int(item["slide"])
+            if current is None or current[0] != k:
+                if current is not None:
+                    yield finish(*current)
+                n = dataset.jobs[k].n_tiles
+                current = (k, _Slide(np.zeros((n, extractor.feature_dim), np.float32), np.zeros(n, bool)))
+            s = current[1]
+            if s.error:
+                continue                                   # the rest of a failed slide is ignored
+            if item["error"]:
+                s.error = f"slide {dataset.jobs[k].slide_id}: reading tiles failed: {item['error']}"
+                continue
+            s.idx.append(item["idx"])
+            s.tiles.append(item["tiles"])
+            s.held += len(item["idx"])
+            while s.held >= batch_size and not s.error:
+                encode(k, s, batch_size)
+        if current is not None:
+            yield finish(*current)
     finally:
         torch.set_num_threads(threads)
         dataset.close()
-    if not seen.all():
-        raise DataError(f"slide {slide_id}: {int((~seen).sum())} of {n_tiles} tiles were never encoded")
-    if not np.isfinite(feats).all():
-        raise DataError(f"slide {slide_id}: the encoder produced NaN/Inf features; check the weights and inputs")
-    return feats
-
-
-def _run(loader: DataLoader, extractor: Extractor, device: torch.device, batch_size: int, slide_id: str,
-         feats: np.ndarray, seen: np.ndarray, on_batch: Callable[[int], None] | None) -> None:
-    cuda = device.type == "cuda"
-    for idx, tiles in _batches(loader, batch_size, slide_id):
-        x = tiles.to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)   # b 3 h w
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-            out = extractor(x)                                                           # b d
-        feats[idx] = out.float().cpu().numpy()
-        seen[idx] = True
-        if on_batch is not None:
-            on_batch(len(idx))

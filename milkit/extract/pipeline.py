@@ -1,5 +1,8 @@
 """Slides -> one feature HDF5 per slide: segment, tile, read in worker processes, encode, write atomically.
 
+Slides are planned (segmentation, tile grid) one by one and read in groups of about
+``LOADER_TILES`` tiles through one DataLoader, whose reader processes start once per group.
+
 Resumable (slides with an output file are skipped), failure-tolerant (a bad slide is recorded in
 ``extraction_report.csv`` and the rest continue), shardable (``shard=(i, n)`` takes every n-th slide)
 and deterministic (re-running produces byte-identical files).
@@ -8,17 +11,17 @@ and deterministic (re-running produces byte-identical files).
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from milkit.data.feature_formats import write_bag
 from milkit.errors import DataError
-from milkit.extract.dataset import TileBlocks
-from milkit.extract.encode import encode_blocks
+from milkit.extract.dataset import SlideJob, TileBlocks
+from milkit.extract.encode import SlideResult, encode_slides
 from milkit.extract.qc import save_geojson, save_overlay
 from milkit.extract.report import ExtractionSummary, SlideOutcome, report_name, write_report
 from milkit.extract.segmentation import segment_tissue
@@ -116,6 +119,11 @@ def _plan(path: Path, sid: str, settings: ExtractionSettings, seg_dir: Path) -> 
         return plan, reader.backend, meta
 
 
+LOADER_TILES = 8192
+"""Slides are planned and then read in groups of about this many tiles (at least one slide) through
+one DataLoader, so reader processes start once per group rather than once per slide."""
+
+
 def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extractor, settings: ExtractionSettings,
                    shard: tuple[int, int] | None = None, device: str = "auto",
                    progress: bool = True, slide_ids: Sequence[str] | None = None) -> ExtractionSummary:
@@ -125,7 +133,7 @@ def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extracto
 
     Returns:
         An :class:`ExtractionSummary`; the same rows are in ``out_dir/extraction_report.csv``
-        (``extraction_report.shard-i-of-n.csv`` when sharded).
+        (``extraction_report.shard-i-of-n.csv`` when sharded), in slide-id order.
     """
     out_dir = Path(out_dir)
     if slide_ids is not None and len(slide_ids) != len(slides):
@@ -146,15 +154,26 @@ def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extracto
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=False) as bar:
         cohort = bar.add_task("slides", total=len(mine))
+        group: list[SlideOutcome | tuple[SlideJob, dict, float]] = []
+
+        def flush() -> None:
+            for outcome in _encode_group(group, out_dir, extractor, settings, expected, dev, bar):
+                summary.add(outcome)
+                write_report(summary.report_path, summary.outcomes)
+                bar.advance(cohort)
+            group.clear()
+
         for sid, path in mine:
-            summary.add(_one(path, sid, out_dir, extractor, settings, expected, dev, bar))
-            write_report(summary.report_path, summary.outcomes)
-            bar.advance(cohort)
+            group.append(_prepare(path, sid, out_dir, settings, expected))
+            if sum(g[0].n_tiles for g in group if isinstance(g, tuple)) >= LOADER_TILES:
+                flush()
+        flush()
     return summary
 
 
-def _one(path: Path, sid: str, out_dir: Path, extractor: Extractor, settings: ExtractionSettings,
-         expected: dict, dev: torch.device, bar: Progress) -> SlideOutcome:
+def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings,
+             expected: dict) -> SlideOutcome | tuple[SlideJob, dict, float]:
+    """A finished outcome (skipped, or failed before reading), or the slide's job, metadata and start time."""
     t0 = time.perf_counter()
     out = out_dir / f"{sid}.h5"
     if out.exists():
@@ -164,18 +183,54 @@ def _one(path: Path, sid: str, out_dir: Path, extractor: Extractor, settings: Ex
         return SlideOutcome(sid, str(path), "skipped", "already extracted", _n_tiles(out))
     try:
         plan, backend, meta = _plan(path, sid, settings, out_dir / SEGMENTATION_DIR)
-        ds = TileBlocks(path, reader=backend, mpp_override=settings.mpp_override, plan=plan,
-                        blocks=make_blocks(plan, settings.block_tiles), out_px=extractor.tile_size_px)
-        task = bar.add_task(f"  {sid}", total=len(plan))
-        try:
-            feats = encode_blocks(ds, extractor, n_tiles=len(plan), batch_size=settings.batch_size,
-                                  num_workers=settings.num_workers, device=dev, slide_id=sid,
-                                  on_batch=lambda n: bar.advance(task, n))
-        finally:
-            bar.remove_task(task)
-        feats_out = feats.astype("float16") if settings.save_fp16 else feats
-        write_bag(out, feats_out, plan.coords, {**expected, **meta})
     except Exception as exc:  # one bad slide must not stop the cohort
-        reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
-        return SlideOutcome(sid, str(path), "failed", " ".join(reason.split()), 0, time.perf_counter() - t0)
-    return SlideOutcome(sid, str(path), "done", "", len(plan), time.perf_counter() - t0)
+        return _failed(sid, path, exc, t0)
+    return SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles)), meta, t0
+
+
+def _failed(sid: str, path: Path, exc: Exception | str, t0: float) -> SlideOutcome:
+    reason = exc if isinstance(exc, str) else str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+    return SlideOutcome(sid, str(path), "failed", " ".join(reason.split()), 0, time.perf_counter() - t0)
+
+
+def _encode_group(group: list[SlideOutcome | tuple[SlideJob, dict, float]], out_dir: Path, extractor: Extractor,
+                  settings: ExtractionSettings, expected: dict, dev: torch.device,
+                  bar: Progress) -> Iterator[SlideOutcome]:
+    """Read and encode the group's jobs through one DataLoader; yield every entry's outcome in order."""
+    jobs = [g for g in group if isinstance(g, tuple)]
+    results: dict[int, SlideOutcome] = {}
+    if jobs:
+        ds = TileBlocks([j for j, _, _ in jobs], mpp_override=settings.mpp_override, out_px=extractor.tile_size_px)
+        tasks: dict[int, TaskID] = {}
+
+        def on_tiles(k: int, n: int) -> None:
+            if k not in tasks:
+                tasks[k] = bar.add_task(f"  {jobs[k][0].slide_id}", total=jobs[k][0].n_tiles)
+            bar.advance(tasks[k], n)
+
+        for res in encode_slides(ds, extractor, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                 device=dev, on_tiles=on_tiles):
+            if res.k in tasks:
+                bar.remove_task(tasks.pop(res.k))
+            job, meta, t0 = jobs[res.k]
+            results[res.k] = _write(job, meta, t0, res, out_dir, settings, expected)
+    k = 0
+    for g in group:
+        if isinstance(g, SlideOutcome):
+            yield g
+            continue
+        job, _, t0 = g
+        yield results.get(k) or _failed(job.slide_id, job.path, "no tiles came back from the reader", t0)
+        k += 1
+
+
+def _write(job: SlideJob, meta: dict, t0: float, res: SlideResult, out_dir: Path, settings: ExtractionSettings,
+           expected: dict) -> SlideOutcome:
+    if res.features is None:
+        return _failed(job.slide_id, job.path, res.error, t0)
+    try:
+        feats = res.features.astype("float16") if settings.save_fp16 else res.features
+        write_bag(out_dir / f"{job.slide_id}.h5", feats, job.plan.coords, {**expected, **meta})
+    except Exception as exc:
+        return _failed(job.slide_id, job.path, exc, t0)
+    return SlideOutcome(job.slide_id, str(job.path), "done", "", job.n_tiles, time.perf_counter() - t0)

@@ -109,15 +109,18 @@ def resize_tile(tile: np.ndarray, out_px: int) -> np.ndarray:
     return cv2.resize(tile, (out_px, out_px), interpolation=interp)
 
 
-def read_block(reader: SlideReader, plan: TilePlan, idx: np.ndarray, out_px: int) -> np.ndarray:
-    """Read the tiles ``idx`` of ``plan`` -> [n, out_px, out_px, 3] uint8: one region read for the
-    block when its tiles cover at least 90% of their bounding box, else one read per tile."""
+def read_block(reader: SlideReader, plan: TilePlan, idx: np.ndarray, out_px: int,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Read the tiles ``idx`` of ``plan`` -> [n, out_px, out_px, 3] uint8 (into ``out`` when given):
+    one region read for the block when its tiles cover at least 90% of their bounding box, else one
+    read per tile."""
     xy = plan.coords[idx]
     lds, rs = plan.level_downsample, plan.read_size
     bx0, by0 = int(xy[:, 0].min()), int(xy[:, 1].min())
     offs = np.rint((xy - [bx0, by0]) / lds).astype(np.int64)           # tile corners in level px
     bw, bh = int(offs[:, 0].max()) + rs, int(offs[:, 1].max()) + rs
-    out = np.empty((len(idx), out_px, out_px, 3), dtype=np.uint8)
+    if out is None:
+        out = np.empty((len(idx), out_px, out_px, 3), dtype=np.uint8)
     if len(idx) * rs * rs < 0.9 * bw * bh:                              # sparse block: per-tile reads
         for k, (x, y) in enumerate(xy):
             out[k] = resize_tile(reader.read_region(int(x), int(y), plan.level, rs, rs), out_px)

@@ -144,3 +144,33 @@ def test_explicit_slide_ids_name_the_outputs(synthetic_slide: Path, tmp_path: Pa
                              progress=False, slide_ids=["TCGA-XY-0001"])
     assert summary.done == ["TCGA-XY-0001"]
     assert read_bag(tmp_path / "o" / "TCGA-XY-0001.h5").attrs["slide_id"] == "TCGA-XY-0001"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_slides_read_as_a_group_match_slides_read_one_by_one(cohort: list[Path], tmp_path: Path, workers: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from milkit.extract import pipeline
+
+    run(cohort, tmp_path / "grouped", num_workers=workers)                   # all three through one DataLoader
+    monkeypatch.setattr(pipeline, "LOADER_TILES", 1)
+    run(cohort, tmp_path / "single", num_workers=workers)                    # one DataLoader per slide
+    for sid in ("s1", "s2", "s3"):
+        assert (tmp_path / "grouped" / f"{sid}.h5").read_bytes() == (tmp_path / "single" / f"{sid}.h5").read_bytes()
+
+
+def test_an_encoder_error_fails_that_slide_and_the_group_goes_on(cohort: list[Path], tmp_path: Path) -> None:
+    class FailsOnce(ColorTexture):
+        calls = 0
+
+        def forward(self, x):
+            FailsOnce.calls += 1
+            if FailsOnce.calls == 1:
+                raise RuntimeError("boom on the first batch")
+            return super().forward(x)
+
+    settings = ExtractionSettings(**FAST)
+    summary = extract_slides(cohort, tmp_path / "out", extractor=FailsOnce(ColorTextureConfig(input_px=32)),
+                             settings=settings, progress=False)
+    assert sorted(summary.done) == ["s2", "s3"]
+    assert summary.failed == [("s1", "slide s1: the encoder failed: RuntimeError: boom on the first batch")]
+    assert [o.slide_id for o in summary.outcomes] == ["s1", "s2", "s3"]
