@@ -15,9 +15,10 @@ Small slides are read in repeated passes until ``--min-tiles`` tiles are timed; 
 slide afresh (in both loops), so per-slide costs count once per pass and no decoded-tile cache
 carries over. The speed-up compares one process with one process.
 
-Slides: two synthetic 40x pyramidal JPEG TIFFs (0.25 um/px; levels 1/2/4/8/16, and Aperio-like
-1/4/16 where 20x must come from level 0), generated once into --work, plus the real slides in
-../shared/data/wsi that have tissue at the target resolution.
+Slides: synthetic pyramidal JPEG TIFFs of H&E-like texture, generated once into --work: 40x
+(0.25 um/px) with levels 1/2/4/8/16, 40x Aperio-like with 1/4/16 (20x must come from level 0), and
+20x (0.5 um/px, read at native resolution); plus the real slides in ../shared/data/wsi that have
+tissue at the target resolution.
 
     python benchmarks/bench_reading.py [--target-mpp 0.5] [--tile 224] [--size 12288] [--workers N]
     python benchmarks/bench_reading.py --encoder color-texture [--set input_px=224] [--device cuda]
@@ -37,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_WSI = REPO.parent / "shared" / "data" / "wsi"
 
 
-def synthetic_wsi(path: Path, size: int, level_step: int = 2) -> Path:
-    """A size x size 0.25 um/px tiled JPEG pyramid (downsamples level_step**i down to 1/16) of
+def synthetic_wsi(path: Path, size: int, level_step: int = 2, mpp: float = 0.25) -> Path:
+    """A size x size ``mpp`` um/px tiled JPEG pyramid (downsamples level_step**i down to 1/16) of
     H&E-like texture."""
     import cv2
     import tifffile
@@ -60,7 +61,7 @@ def synthetic_wsi(path: Path, size: int, level_step: int = 2) -> Path:
         level, ds = img, 1
         while ds <= 16:
             extra = {"subfiletype": 1} if ds > 1 else {}
-            tif.write(level, resolution=(1e4 / (0.25 * ds),) * 2, resolutionunit="CENTIMETER", **opts, **extra)
+            tif.write(level, resolution=(1e4 / (mpp * ds),) * 2, resolutionunit="CENTIMETER", **opts, **extra)
             level = cv2.resize(level, (level.shape[1] // level_step, level.shape[0] // level_step),
                                interpolation=cv2.INTER_AREA)
             ds *= level_step
@@ -135,7 +136,9 @@ def reading(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     slides = [(synthetic_wsi(work / f"synthetic-40x-{args.size}.tiff", args.size), None, "synthetic 40x, levels x2"),
               (synthetic_wsi(work / f"synthetic-40x-aperio-{args.size}.tiff", args.size, 4), None,
-               "synthetic 40x, levels x4")]
+               "synthetic 40x, levels x4"),
+              (synthetic_wsi(work / f"synthetic-20x-{args.size // 2}.tiff", args.size // 2, 4, mpp=0.5), None,
+               "synthetic 20x (native)")]
     for name, mpp, label in (("cmu-1-small-region.svs", None, "CMU-1 region (20x, JPEG)"),
                              ("tcga-cr-7395-01a-01-ts1.svs", 0.25, "TCGA (JPEG 2000, mpp_override)")):
         if (SHARED_WSI / name).is_file():

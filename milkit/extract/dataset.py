@@ -30,7 +30,7 @@ class SlideJob:
 
 class TileBlocks(Dataset):
     """Item ``i`` = one block of one slide, in slide order then block order:
-    ``{"slide": int (index in jobs), "idx": [n] int64 tile indices, "tiles": [n, px, px, 3] uint8,
+    ``{"slide": int (index in jobs), "idx": list of n tile indices, "tiles": [n, px, px, 3] uint8,
     "error": str}``. Each process keeps the reader of the slide it is on; read errors come back as
     ``error`` text (not an exception) so the pipeline can fail that slide alone."""
 
@@ -65,7 +65,8 @@ class TileBlocks(Dataset):
             error = ""
         except Exception as exc:  # reported by the pipeline, with the slide's name
             tiles, error = tiles[:0], f"{type(exc).__name__}: {exc}"
-        return {"slide": k, "idx": torch.from_numpy(idx), "tiles": tiles, "error": error}
+        # idx as a list: a tensor would cost the worker a fresh shared-memory segment per item
+        return {"slide": k, "idx": idx.tolist(), "tiles": tiles, "error": error}
 
     def close(self) -> None:
         if self._reader is not None and self._key[0] == os.getpid():

@@ -104,7 +104,7 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
             if item["error"]:
                 s.error = f"slide {dataset.jobs[k].slide_id}: reading tiles failed: {item['error']}"
                 continue
-            s.idx.append(item["idx"])
+            s.idx.append(torch.tensor(item["idx"], dtype=torch.int64))
             s.tiles.append(item["tiles"])
             s.held += len(item["idx"])
             while s.held >= batch_size and not s.error:
