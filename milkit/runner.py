@@ -59,14 +59,17 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = 
             missing.append(row)
     extractable = [r for r in missing if r.get("slide_path")]
     if extractable and recipe.extractor is not None:
+        from milkit.extract.mpp_table import checked_slide_mpp
         from milkit.extract.pipeline import extract_slides
 
         log.info("extracting features for %d slide(s) into %s", len(extractable), fdir)
         encoder = recipe.extractor.cls(recipe.extractor.config)
         shard = (distributed.rank(), distributed.world_size()) if distributed.active() else None
+        slide_mpp = {r["slide_id"]: m for r in extractable
+                     if (m := checked_slide_mpp(r.get("mpp"), f"{cohort.source} slide {r['slide_id']}")) is not None}
         summary = extract_slides([Path(r["slide_path"]) for r in extractable], fdir, extractor=encoder,
                                  settings=recipe.extractor.extra["settings"], shard=shard,
-                                 slide_ids=[r["slide_id"] for r in extractable],
+                                 slide_ids=[r["slide_id"] for r in extractable], slide_mpp=slide_mpp,
                                  progress=progress and distributed.is_main())
         distributed.barrier()  # every rank's share is written before anyone reads
         for sid, reason in summary.failed:

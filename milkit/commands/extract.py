@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
         sets: Annotated[list[str] | None, typer.Option("--set", help="extractor.KEY=VALUE (TOML value).")] = None,
         recipe: Annotated[Path | None, typer.Option("--recipe", help="Use the extractor table of this recipe.")] = None,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: process every n-th slide from i.")] = None,
+        mpp_csv: Annotated[Path | None, typer.Option(
+            "--mpp-csv", help="CSV of slide_id (or slide file name),mpp: level-0 um/px for slides that lack it.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
     ) -> None:
@@ -82,7 +84,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from milkit.extract.build import build_extraction
+        from milkit.extract.mpp_table import read_mpp_table, unknown_slides
         from milkit.extract.pipeline import extract_slides
+        from milkit.slides import slide_id_from_path
         from milkit.plugins import get_plugin_manager
         from milkit.registry import build_registries
 
@@ -90,8 +94,15 @@ def register(app: typer.Typer) -> None:
         source = str(recipe) if recipe is not None else "command line"
         encoder, settings = build_extraction(table, build_registries(get_plugin_manager()), base_dir=base,
                                              source=source)
-        summary = extract_slides(expand_slides(slides), out, extractor=encoder, settings=settings,
-                                 shard=parse_shard(shard), device=device, progress=progress)
+        paths = expand_slides(slides)
+        slide_mpp = read_mpp_table(mpp_csv) if mpp_csv is not None else None
+        if slide_mpp:
+            typo = unknown_slides(slide_mpp, (slide_id_from_path(p) for p in paths))
+            if typo:
+                raise DataError(f"{mpp_csv}: {len(typo)} slide id(s) match no slide given: {', '.join(typo[:5])}; "
+                                "ids are file names without their extension")
+        summary = extract_slides(paths, out, extractor=encoder, settings=settings, shard=parse_shard(shard),
+                                 device=device, progress=progress, slide_mpp=slide_mpp)
         view = Table(title=f"milkit extract -> {out}", caption=f"report: {summary.report_path}")
         for col in ("slide", "status", "tiles", "s", "reason"):
             view.add_column(col, overflow="fold")

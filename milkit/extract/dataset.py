@@ -22,6 +22,7 @@ class SlideJob:
     reader: str
     plan: TilePlan
     blocks: list[np.ndarray]
+    mpp_override: float | None = None
 
     @property
     def n_tiles(self) -> int:
@@ -34,8 +35,8 @@ class TileBlocks(Dataset):
     "error": str}``. Each process keeps the reader of the slide it is on; read errors come back as
     ``error`` text (not an exception) so the pipeline can fail that slide alone."""
 
-    def __init__(self, jobs: list[SlideJob], *, mpp_override: float | None, out_px: int) -> None:
-        self.jobs, self.mpp_override, self.out_px = jobs, mpp_override, out_px
+    def __init__(self, jobs: list[SlideJob], *, out_px: int) -> None:
+        self.jobs, self.out_px = jobs, out_px
         self.items = [(k, j) for k, job in enumerate(jobs) for j in range(len(job.blocks))]
         self._reader: SlideReader | None = None
         self._key: tuple[int, int] = (-1, -1)         # (pid, slide) the open reader belongs to
@@ -50,7 +51,7 @@ class TileBlocks(Dataset):
                 self._reader.close()
             job = self.jobs[k]
             self._reader = None
-            self._reader = open_slide(job.path, reader=job.reader, mpp_override=self.mpp_override)
+            self._reader = open_slide(job.path, reader=job.reader, mpp_override=job.mpp_override)
             self._key = key
         return self._reader
 

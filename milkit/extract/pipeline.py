@@ -11,7 +11,7 @@ and deterministic (re-running produces byte-identical files).
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -92,8 +92,9 @@ def _n_tiles(path: Path) -> int:
         return int(f["features"].shape[0])
 
 
-def _plan(path: Path, sid: str, settings: ExtractionSettings, seg_dir: Path) -> tuple[TilePlan, str, dict]:
-    with open_slide(path, reader=settings.reader, mpp_override=settings.mpp_override) as reader:
+def _plan(path: Path, sid: str, settings: ExtractionSettings, seg_dir: Path,
+          mpp_override: float | None) -> tuple[TilePlan, str, dict]:
+    with open_slide(path, reader=settings.reader, mpp_override=mpp_override) as reader:
         res = resolve_resolution(reader, settings)
         seg = segment_tissue(reader, settings.segmentation_params(), ref_patch_px=res.patch_size_level0)
         plan = plan_tiles(reader, seg, settings, res)
@@ -126,10 +127,12 @@ one DataLoader, so reader processes start once per group rather than once per sl
 
 def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extractor, settings: ExtractionSettings,
                    shard: tuple[int, int] | None = None, device: str = "auto",
-                   progress: bool = True, slide_ids: Sequence[str] | None = None) -> ExtractionSummary:
+                   progress: bool = True, slide_ids: Sequence[str] | None = None,
+                   slide_mpp: Mapping[str, float] | None = None) -> ExtractionSummary:
     """Extract features for ``slides`` (this shard's share) into ``out_dir/<slide_id>.h5``.
 
     ``slide_ids`` names the outputs (default: each file's stem, see ``slide_id_from_path``).
+    ``slide_mpp`` gives level-0 mpp per slide id, overriding the file and ``settings.mpp_override``.
 
     Returns:
         An :class:`ExtractionSummary`; the same rows are in ``out_dir/extraction_report.csv``
@@ -164,15 +167,16 @@ def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extracto
             group.clear()
 
         for sid, path in mine:
-            group.append(_prepare(path, sid, out_dir, settings, expected))
+            mpp = (slide_mpp or {}).get(sid, settings.mpp_override)
+            group.append(_prepare(path, sid, out_dir, settings, expected, mpp))
             if sum(g[0].n_tiles for g in group if isinstance(g, tuple)) >= LOADER_TILES:
                 flush()
         flush()
     return summary
 
 
-def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings,
-             expected: dict) -> SlideOutcome | tuple[SlideJob, dict, float]:
+def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings, expected: dict,
+             mpp_override: float | None) -> SlideOutcome | tuple[SlideJob, dict, float]:
     """A finished outcome (skipped, or failed before reading), or the slide's job, metadata and start time."""
     t0 = time.perf_counter()
     out = out_dir / f"{sid}.h5"
@@ -182,10 +186,10 @@ def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings,
             return SlideOutcome(sid, str(path), "failed", why)
         return SlideOutcome(sid, str(path), "skipped", "already extracted", _n_tiles(out))
     try:
-        plan, backend, meta = _plan(path, sid, settings, out_dir / SEGMENTATION_DIR)
+        plan, backend, meta = _plan(path, sid, settings, out_dir / SEGMENTATION_DIR, mpp_override)
     except Exception as exc:  # one bad slide must not stop the cohort
         return _failed(sid, path, exc, t0)
-    return SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles)), meta, t0
+    return SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles), mpp_override), meta, t0
 
 
 def _failed(sid: str, path: Path, exc: Exception | str, t0: float) -> SlideOutcome:
@@ -200,7 +204,7 @@ def _encode_group(group: list[SlideOutcome | tuple[SlideJob, dict, float]], out_
     jobs = [g for g in group if isinstance(g, tuple)]
     results: dict[int, SlideOutcome] = {}
     if jobs:
-        ds = TileBlocks([j for j, _, _ in jobs], mpp_override=settings.mpp_override, out_px=extractor.tile_size_px)
+        ds = TileBlocks([j for j, _, _ in jobs], out_px=extractor.tile_size_px)
         tasks: dict[int, TaskID] = {}
 
         def on_tiles(k: int, n: int) -> None:

@@ -10,6 +10,8 @@ from milkit.extract.segmentation import TissueSegmentation
 from milkit.extract.settings import ExtractionSettings
 from milkit.slides.base import SlideReader
 
+PER_SLIDE_HINT = "an mpp column in the cohort CSV for milkit run; `milkit extract --mpp-csv FILE` with slide_id,mpp"
+
 MPP_PER_MAG = 10.0
 """Convention used when only one of mpp / magnification is known: mpp = 10 / magnification."""
 
@@ -37,7 +39,8 @@ def resolve_resolution(reader: SlideReader, settings: ExtractionSettings) -> Til
             raise DataError(
                 f"slide {reader.slide_id}: neither objective power nor mpp is known ({reader.mpp_note}), so "
                 f"magnification {settings.target_magnification:g}x cannot be resolved; set mpp_override in the "
-                "recipe's [extractor] table or pass `--set extractor.mpp_override=0.25` (40x) / 0.5 (20x)")
+                "recipe's [extractor] table or pass `--set extractor.mpp_override=0.25` (40x) / 0.5 (20x), "
+                f"or give this slide alone an mpp ({PER_SLIDE_HINT})")
         downsample = mag0 / settings.target_magnification
         target_mpp = mpp * downsample if mpp is not None else None
         target_mag: float | None = settings.target_magnification
@@ -48,7 +51,8 @@ def resolve_resolution(reader: SlideReader, settings: ExtractionSettings) -> Til
                     f"{MPP_PER_MAG / settings.target_mpp:g} would work without mpp)" if mag is not None else "")
             raise DataError(
                 f"slide {reader.slide_id} has no level-0 mpp ({reader.mpp_note}){hint}; supply it with "
-                "mpp_override in the recipe's [extractor] table or `--set extractor.mpp_override=0.5`")
+                "mpp_override in the recipe's [extractor] table or `--set extractor.mpp_override=0.5`, or give "
+                f"this slide alone an mpp ({PER_SLIDE_HINT})")
         downsample = settings.target_mpp / mpp
         target_mpp = settings.target_mpp
         target_mag = (mag / downsample) if mag is not None else None
