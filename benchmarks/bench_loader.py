@@ -86,7 +86,7 @@ def main() -> None:
     size_gb = make_cohort(root, args.slides, args.patches, args.dim)
     print(f"cohort: {args.slides} slides x ~{args.patches} patches x {args.dim} float32 = {size_gb:.2f} GiB on disk "
           f"(written in {time.perf_counter() - t0:.0f} s) at {root}")
-    print(f"| storage | cohort GiB | memory cap (RLIMIT_AS) GiB | cache MiB | peak RSS MiB | read MiB/s | slides/s |")
+    print("| storage | cohort GiB | memory cap (RLIMIT_AS) GiB | cache MiB | peak RSS MiB | read MiB/s | slides/s |")
     print("|---|---|---|---|---|---|---|")
     for label, fp16 in (("float32", False), ("float16 (first pass converts)", True), ("float16 (converted)", True)):
         r = run_child(root, args.cache_mb, fp16, args.limit_gb)

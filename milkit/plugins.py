@@ -10,12 +10,15 @@ import importlib
 import importlib.metadata
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from milkit import hookspecs
 from milkit.hookspecs import PROJECT
+
+if TYPE_CHECKING:
+    from milkit.registry import Provider
 
 BUILTIN_PLUGINS = (
     "milkit.builtin.extractors",

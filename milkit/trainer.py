@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from milkit.checkpoint import load_training_state, load_weights, save_json, save_training_state, save_weights
+from milkit.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from milkit.data.bags import BagStore, collate_bags
 from milkit.errors import DataError
 from milkit import distributed

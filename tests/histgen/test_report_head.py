@@ -72,7 +72,6 @@ def test_predict_records_and_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [r["slide_id"] for r in beam] == ["x", "y"]
     assert beam[0]["reference"] == "w03 w04 <unk>"  # decoded ids, as HistGen: "." is out of vocabulary and greedy[1]["truncated"] and not greedy[0]["truncated"]
     assert greedy[1]["reference"].split() == ["w05"] * (SMALL_HEAD["max_seq_length"] - 2)
-    seen = {}
     calls = []
     monkeypatch.setattr(milkit.metrics.reports, "score_reports",
                         lambda g, r, meteor=True: calls.append((g, r, meteor)) or {"BLEU_4": 0.5})
