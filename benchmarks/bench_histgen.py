@@ -7,7 +7,7 @@ Usage:
 
 Setup: full-size model (D = 1024, d = 512, S = 96, K = 512, M = 2048, top-k 512), vocabulary
 2000, 100-token reports, batch of one slide, Adam. Peak memory: CUDA ``max_memory_allocated``
-(parameters and inputs included); CPU: :class:`milkit.histgen.memory.PeakMemory`, the bytes
+(parameters and inputs included); CPU: :class:`milkit.profiling.PeakMemory`, the bytes
 of tensors created during the step and alive at once (parameters, inputs and optimizer state
 excluded). Generation: beam 3 (and greedy), untrained model with EOS masked so every report
 runs to the 100-token limit (worst case), encoder excluded.
@@ -24,7 +24,7 @@ from rich.table import Table
 
 from milkit.histgen.aggregator import HistGen, HistGenConfig
 from milkit.histgen.cmn import reference_topk_attention, topk_memory_attention
-from milkit.histgen.memory import PeakMemory
+from milkit.profiling import PeakMemory
 from milkit.histgen.report_head import Report, ReportConfig
 from milkit.histgen.tokenizer import Tokenizer
 from milkit.model import Bags, MILModel

@@ -274,7 +274,7 @@ class Trainer:
         result["cost"] = {"epochs": state["epoch"], "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
                           "peak_memory_mb": self.step_memory_mb(),
                           "peak_memory_kind": "cuda max allocated" if self.device.type == "cuda"
-                          else "saved activations + params/grads/Adam (largest training bag)",
+                          else "live tensors of forward+backward + params + Adam moments (largest training bag)",
                           "inference_seconds_per_slide": result.pop("inference_seconds_per_slide", None)}
         return result
 
@@ -295,9 +295,13 @@ class Trainer:
             loss.backward()
             return loss
 
-        estimate = training_step_memory_mb(self.model, step)
+        if self.device.type == "cuda":
+            step()
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = training_step_memory_mb(self.model, step)
         self.model.zero_grad(set_to_none=True)
-        return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else estimate
+        return peak
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

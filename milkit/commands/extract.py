@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Path | None, typer.Option("--recipe", help="Use the extractor table of this recipe.")] = None,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: process every n-th slide from i.")] = None,
         mpp_csv: Annotated[Path | None, typer.Option(
-            "--mpp-csv", help="CSV of slide_id (or slide file name),mpp: level-0 um/px for slides that lack it.")] = None,
+            "--mpp-csv", help="CSV of slide_id (or slide file name),mpp: level-0 um/px per slide.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
     ) -> None:

@@ -83,7 +83,8 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
             return SlideResult(k, None, s.error)
         sid = dataset.jobs[k].slide_id
         if not s.seen.all():
-            return SlideResult(k, None, f"slide {sid}: {int((~s.seen).sum())} of {len(s.seen)} tiles were never encoded")
+            missing = int((~s.seen).sum())
+            return SlideResult(k, None, f"slide {sid}: {missing} of {len(s.seen)} tiles were never encoded")
         if not np.isfinite(s.feats).all():
             return SlideResult(k, None, f"slide {sid}: the encoder produced NaN/Inf features; check the weights "
                                         "and inputs")

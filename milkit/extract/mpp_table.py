@@ -37,7 +37,8 @@ def read_mpp_table(path: Path) -> dict[str, float]:
             cols = reader.fieldnames or []
             key = next((c for c in ("slide_id", "slide") if c in cols), None)
             if key is None or "mpp" not in cols:
-                raise DataError(f"{path}: expected columns slide_id (or slide) and mpp; found {', '.join(cols) or 'none'}")
+                found = ", ".join(cols) or "none"
+                raise DataError(f"{path}: expected columns slide_id (or slide) and mpp; found {found}")
             out: dict[str, float] = {}
             for line, row in enumerate(reader, start=2):
                 sid = slide_id_from_path(row[key].strip()) if key == "slide" else row[key].strip()

@@ -5,7 +5,7 @@ import torch
 from _reference_histgen import memory_querying_responding
 
 from milkit.histgen.cmn import CrossModalMemory, topk_memory_attention
-from milkit.histgen.memory import PeakMemory
+from milkit.profiling import PeakMemory
 
 
 def _qkv(b: int, h: int, q: int, m: int, dk: int, seed: int = 0):

@@ -32,7 +32,8 @@ def assert_same_as_openslide(path: Path) -> None:
         for level, ds in enumerate(ref.level_downsamples):
             # where the downsample is not an integer a level-0 corner falls between the level's pixels:
             # OpenSlide interpolates there and this reader snaps to the nearest pixel
-            on_grid = ds == round(ds) and all(d0 == d * ds for d0, d in zip(ref.dimensions, ref.level_dimensions[level]))
+            dims = zip(ref.dimensions, ref.level_dimensions[level], strict=True)
+            on_grid = ds == round(ds) and all(d0 == d * ds for d0, d in dims)
             for x, y, w, h in regions(ref.dimensions, ds, 12, level):
                 a, b = fast.read_region(x, y, level, w, h), ref.read_region(x, y, level, w, h)
                 if on_grid:
