@@ -24,10 +24,10 @@ from rich.table import Table
 
 from milkit.histgen.aggregator import HistGen, HistGenConfig
 from milkit.histgen.cmn import reference_topk_attention, topk_memory_attention
-from milkit.profiling import PeakMemory
 from milkit.histgen.report_head import Report, ReportConfig
 from milkit.histgen.tokenizer import Tokenizer
 from milkit.model import Bags, MILModel
+from milkit.profiling import PeakMemory
 
 VOCAB, T, D = 2000, 100, 1024
 
