@@ -192,8 +192,11 @@ def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings, 
     return SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles), mpp_override), meta, t0
 
 
-def _failed(sid: str, path: Path, exc: Exception | str, t0: float) -> SlideOutcome:
-    reason = exc if isinstance(exc, str) else str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+def _failed(sid: str, path: Path, why: Exception | str, t0: float) -> SlideOutcome:
+    if isinstance(why, str) or isinstance(why, DataError):
+        reason = str(why)                               # already says what to do
+    else:
+        reason = f"{type(why).__name__}: {why}"
     return SlideOutcome(sid, str(path), "failed", " ".join(reason.split()), 0, time.perf_counter() - t0)
 
 
