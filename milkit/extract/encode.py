@@ -12,13 +12,18 @@ from milkit.extract.dataset import TileBlocks
 from milkit.extractor import Extractor
 
 
-def auto_workers(requested: int | None, n_blocks: int) -> int:
-    """``requested``, or up to 4 reader processes leaving one core for the encoder (0 for tiny jobs)."""
+def auto_workers(requested: int | None, n_blocks: int, device: torch.device) -> int:
+    """``requested``, else reader processes for ``device``: on a GPU, one per core but one, up to 8
+    (reading is then the bottleneck); on the CPU, one per 4 cores, up to 4 (a CPU encoder uses every
+    core through its own threads, so on 2 cores reading in-process is faster: docs/benchmarks.md).
+    0 for fewer than 4 blocks."""
     if requested is not None:
         return min(requested, n_blocks)
     if n_blocks < 4:
         return 0
-    return min(4, max(0, (os.cpu_count() or 1) - 1), n_blocks)
+    cores = os.cpu_count() or 1
+    wanted = min(8, cores - 1) if device.type == "cuda" else min(4, cores // 4)
+    return max(0, min(wanted, n_blocks))
 
 
 @dataclass
@@ -53,7 +58,7 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
     reading overlaps compute through the worker processes and prefetching.
     ``on_tiles(k, n)`` is called after n more tiles of slide k are encoded.
     """
-    workers = auto_workers(num_workers, len(dataset))
+    workers = auto_workers(num_workers, len(dataset), device)
     cuda = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=cuda,
                         prefetch_factor=4 if workers else None, persistent_workers=False)

@@ -29,7 +29,8 @@ class ExtractionSettings(ComponentConfig):
                             "(SVS, tiled TIFF) or OpenSlide's own reads, else tifffile/Pillow/pydicom.")
     batch_size: int = Field(64, ge=1, description="Tiles per encoder batch.")
     num_workers: int | None = Field(
-        None, ge=0, description="Reader processes per slide (None = up to 4, leaving one core for the encoder).")
+        None, ge=0, description="Reader processes (None = auto: GPU one per core but one, up to 8; CPU one per "
+                                "4 cores, up to 4).")
     block_tiles: int = Field(4, ge=1, le=32, description="Read regions of block_tiles x block_tiles tiles at once.")
     save_fp16: bool = Field(False, description="Store features as float16 (half the disk).")
     seg_downsample: float = Field(64.0, ge=1, description="Segmentation resolution: level-0 px per mask px (at most).")

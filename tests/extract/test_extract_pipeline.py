@@ -174,3 +174,17 @@ def test_an_encoder_error_fails_that_slide_and_the_group_goes_on(cohort: list[Pa
     assert sorted(summary.done) == ["s2", "s3"]
     assert summary.failed == [("s1", "slide s1: the encoder failed: RuntimeError: boom on the first batch")]
     assert [o.slide_id for o in summary.outcomes] == ["s1", "s2", "s3"]
+
+
+def test_auto_workers_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from milkit.extract.encode import auto_workers
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert auto_workers(None, 100, cpu) == 0 and auto_workers(None, 100, gpu) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert auto_workers(None, 100, cpu) == 4 and auto_workers(None, 100, gpu) == 8
+    assert auto_workers(None, 3, gpu) == 0 and auto_workers(None, 5, gpu) == 5
+    assert auto_workers(2, 100, cpu) == 2 and auto_workers(6, 3, cpu) == 3              # asked for: honoured
