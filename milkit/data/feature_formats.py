@@ -1,4 +1,5 @@
-"""Read per-slide feature bags in the layouts of milkit, CLAM, TRIDENT, STAMP and HistGen; write milkit's.
+"""Read per-slide feature bags in the layouts of milkit, CLAM, TRIDENT, STAMP, slideflow and HistGen; write
+milkit's.
 
 Layouts detected by :func:`read_bag`:
 
@@ -9,6 +10,10 @@ Layouts detected by :func:`read_bag`:
 * **CLAM** (HDF5): ``features`` + ``coords`` (level-0 px), few or no attributes.
 * **STAMP** (HDF5): ``feats`` + ``coords`` in micrometres (``unit = "um"`` / ``tile_size_um``);
   converted to level-0 px when the slide's mpp is known, otherwise kept and flagged.
+* **slideflow** (``<slide>.pt`` + ``<slide>.index.npz`` beside it, ``bags_config.json`` in the
+  folder): the tensor, and tile *centres* in level-0 px (``arr_0``); converted to top-left corners
+  when the tile size in level-0 px follows from ``tile_um`` and the slide's mpp, otherwise kept
+  and flagged ``coords_anchor = "center"``.
 * **HistGen / CLAM pt** (``.pt``): a plain [N, D] tensor, no coordinates.
 """
 
@@ -58,9 +63,10 @@ def read_bag(path: Path | str, *, mpp: float | None = None) -> Bag:
     """Read one slide's feature file, detecting its layout.
 
     Args:
-        path: ``.h5``/``.hdf5`` (milkit, TRIDENT, CLAM, STAMP) or ``.pt`` (HistGen/CLAM tensor).
+        path: ``.h5``/``.hdf5`` (milkit, TRIDENT, CLAM, STAMP) or ``.pt`` (HistGen/CLAM tensor,
+            slideflow bag when ``<stem>.index.npz`` sits beside it).
         mpp: level-0 micrometres per pixel of the slide, used to convert STAMP's micrometre
-            coordinates when the file itself does not record it.
+            coordinates, and slideflow's tile centres to corners, when the files do not record it.
 
     Raises:
         DataError: the file is missing, unreadable or in an unknown layout (the message lists
@@ -70,7 +76,7 @@ def read_bag(path: Path | str, *, mpp: float | None = None) -> Bag:
     if not path.is_file():
         raise DataError(f"feature file not found: {path}")
     if path.suffix.lower() in (".pt", ".pth"):
-        return _read_pt(path)
+        return _read_pt(path, mpp)
     try:
         with h5py.File(path, "r") as f:
             return _read_h5(path, f, mpp)
@@ -78,7 +84,7 @@ def read_bag(path: Path | str, *, mpp: float | None = None) -> Bag:
         raise DataError(f"cannot open feature file {path} as HDF5: {exc}") from exc
 
 
-def _read_pt(path: Path) -> Bag:
+def _read_pt(path: Path, mpp: float | None) -> Bag:
     import torch
 
     try:
@@ -92,8 +98,46 @@ def _read_pt(path: Path) -> Bag:
     if not isinstance(feats, torch.Tensor) or feats.ndim != 2:
         what = f"tensor of shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor) else type(feats).__name__
         raise DataError(f"{path}: expected a [N, D] tensor (HistGen/CLAM .pt layout), found a {what}")
+    features = feats.float().numpy().astype(np.float32, copy=False)
+    index = path.with_name(f"{path.stem}.index.npz")
+    if index.is_file():
+        return _slideflow(path, index, features, mpp)
     coords_np = None if coords is None else np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    return Bag(feats.float().numpy().astype(np.float32, copy=False), coords_np, {FORMAT_ATTR: "pt"})
+    return Bag(features, coords_np, {FORMAT_ATTR: "pt"})
+
+
+def _slideflow(path: Path, index: Path, features: np.ndarray, mpp: float | None) -> Bag:
+    """slideflow's feature bag: tile centres from ``index``, tile size from ``bags_config.json``."""
+    import json
+
+    try:
+        with np.load(index) as npz:
+            centres = np.asarray(npz[npz.files[0]], dtype=np.float64).reshape(-1, 2)
+    except Exception as exc:
+        raise DataError(f"cannot read slideflow tile locations {index}: {exc}") from exc
+    if len(centres) != len(features):
+        raise DataError(f"{path}: {len(features)} feature rows but {len(centres)} locations in {index.name}")
+    attrs: dict[str, Any] = {FORMAT_ATTR: "slideflow"}
+    config_path = path.parent / "bags_config.json"
+    config: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read {config_path}: {exc}") from exc
+        extractor = config.get("extractor")
+        if isinstance(extractor, dict) and extractor.get("class"):
+            attrs["extractor"] = extractor["class"]
+        for key, name in (("tile_px", "tile_size_px"), ("tile_um", "tile_um")):
+            if config.get(key) is not None:
+                attrs[name] = config[key]
+    tile_um = config.get("tile_um")
+    if mpp is not None and isinstance(tile_um, (int, float)):
+        ps0 = float(tile_um) / float(mpp)
+        attrs.update(patch_size_level0=int(round(ps0)), mpp=float(mpp), coords_anchor="top-left")
+        return Bag(features, centres - ps0 / 2, attrs)
+    attrs["coords_anchor"] = "center"  # flagged: the tile size in level-0 px needs tile_um and the mpp
+    return Bag(features, centres, attrs)
 
 
 def _read_h5(path: Path, f: h5py.File, mpp: float | None) -> Bag:

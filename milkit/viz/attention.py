@@ -117,8 +117,14 @@ class RunScorer:
                 f"aggregator '{self.aggregator}' of {self.run_dir} returns no per-patch attention, so there is no "
                 f"heatmap to draw; aggregators that expose scores: {', '.join(have) or 'none installed'}")
         ps = bag.attrs.get("patch_size_level0")
+        corners = bag.coords
+        if bag.attrs.get("coords_anchor") == "center":    # slideflow bag without mpp: centres on a grid
+            from milkit.viz.heatmap import infer_patch_size
+
+            ps = ps or infer_patch_size(bag.coords)
+            corners = bag.coords - float(ps) / 2
         slide = self.slide_paths.get(slide_id)
-        return SlideScores(slide_id, bag.coords, out.attention[0].float().cpu().numpy(),
+        return SlideScores(slide_id, corners, out.attention[0].float().cpu().numpy(),
                            float(ps) if ps else None, Path(slide) if slide else None, self.aggregator)
 
 

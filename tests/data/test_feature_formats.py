@@ -1,5 +1,6 @@
-"""read_bag detects milkit, CLAM, TRIDENT, STAMP and HistGen .pt layouts; write_bag is atomic and stable."""
+"""read_bag detects milkit, CLAM, TRIDENT, STAMP, slideflow and HistGen .pt layouts; write_bag is atomic and stable."""
 
+import json
 from pathlib import Path
 
 import h5py
@@ -106,3 +107,35 @@ def test_bad_files(tmp_path: Path) -> None:
         f["coords"] = COORDS[:2]
     with pytest.raises(DataError, match="4 feature rows but 2 coordinates"):
         read_bag(tmp_path / "n.h5")
+
+
+def write_slideflow(folder: Path, centres: np.ndarray, tile_um: object = 112) -> Path:
+    """A slideflow feature bag: <slide>.pt, <slide>.index.npz (tile centres, key arr_0), bags_config.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.from_numpy(FEATS), folder / "slide.pt")
+    np.savez(folder / "slide.index.npz", centres)
+    config = {"extractor": {"class": "slideflow.model.extractors.retccl.RetCCLFeatures", "kwargs": {}},
+              "normalizer": None, "num_features": FEATS.shape[1], "tile_px": 224, "tile_um": tile_um}
+    (folder / "bags_config.json").write_text(json.dumps(config))
+    return folder / "slide.pt"
+
+
+def test_slideflow_centres_become_corners_when_mpp_is_known(tmp_path: Path) -> None:
+    centres = COORDS + 112.0
+    path = write_slideflow(tmp_path, centres)
+    bag = read_bag(path, mpp=0.5)                       # 112 um at 0.5 um/px = 224 level-0 px
+    assert bag.attrs["feature_format"] == "slideflow" and bag.attrs["patch_size_level0"] == 224
+    assert bag.attrs["extractor"].endswith("RetCCLFeatures") and bag.attrs["coords_anchor"] == "top-left"
+    np.testing.assert_array_equal(bag.coords, COORDS)
+    np.testing.assert_array_equal(bag.features, FEATS)
+    unknown = read_bag(path)                            # no mpp: centres kept and flagged
+    assert unknown.attrs["coords_anchor"] == "center"
+    np.testing.assert_array_equal(unknown.coords, centres)
+    magnification = read_bag(write_slideflow(tmp_path / "mag", centres, tile_um="20x"), mpp=0.5)
+    assert magnification.attrs["coords_anchor"] == "center" and magnification.attrs["tile_um"] == "20x"
+
+
+def test_slideflow_location_count_must_match(tmp_path: Path) -> None:
+    path = write_slideflow(tmp_path, COORDS[:-1])
+    with pytest.raises(DataError, match=r"slide\.pt: \d+ feature rows but \d+ locations in slide\.index\.npz"):
+        read_bag(path)

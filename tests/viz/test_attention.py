@@ -55,3 +55,18 @@ def test_unusable_inputs_name_what_to_do(trained_run, tmp_path, session_registri
         RunScorer(trained_run, fold=7, registries=session_registries)
     with pytest.raises(DataError, match="no feature file for slide 'nope'"):
         RunScorer(trained_run, registries=session_registries).scores("nope")
+
+
+def test_slideflow_bags_without_mpp_are_placed_by_their_centres(trained_run, session_registries, tmp_path):
+    import torch
+
+    bag = read_bag(trained_run.parent / "cohort" / "features" / "s005.h5")
+    torch.save(torch.from_numpy(bag.features), tmp_path / "s005.pt")
+    np.savez(tmp_path / "s005.index.npz", bag.coords + 112)               # slideflow stores tile centres
+    scorer = RunScorer(trained_run, registries=session_registries)
+    reference = scorer.scores("s005")
+    scorer.features_dir = tmp_path
+    s = scorer.scores("s005")
+    assert s.patch_size_level0 == 224                                       # the grid step
+    np.testing.assert_array_equal(s.coords, bag.coords)                     # back to top-left corners
+    np.testing.assert_allclose(s.scores, reference.scores, atol=1e-6)
