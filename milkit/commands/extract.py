@@ -86,9 +86,9 @@ def register(app: typer.Typer) -> None:
         from milkit.extract.build import build_extraction
         from milkit.extract.mpp_table import read_mpp_table, unknown_slides
         from milkit.extract.pipeline import extract_slides
-        from milkit.slides import slide_id_from_path
         from milkit.plugins import get_plugin_manager
         from milkit.registry import build_registries
+        from milkit.slides import slide_id_from_path
 
         table, base = extractor_table(recipe, extractor, sets or [])
         source = str(recipe) if recipe is not None else "command line"
