@@ -1,11 +1,29 @@
-"""Shared fixtures: the ../shared data folder (skipped cleanly when absent), fresh plugin managers."""
+"""Shared fixtures: the ../shared data folder (skipped cleanly when absent), fresh plugin managers, one
+torch thread for the tiny-model folders."""
 
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+ONE_THREAD_FOLDERS = ("extract", "extractors", "histgen")
+"""Test folders of tiny models and batches: one intra-op thread avoids OpenMP hand-off overhead and
+makes timings steadier on a shared 2-core machine."""
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_for_tiny_models(request: pytest.FixtureRequest):
+    if request.path.relative_to(REPO / "tests").parts[0] not in ONE_THREAD_FOLDERS:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

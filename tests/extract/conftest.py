@@ -3,17 +3,7 @@
 from pathlib import Path
 
 import pytest
-import torch
 from synthetic_slides import make_slide
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: faster and steadier for these tiny batches on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
