@@ -1,11 +1,11 @@
 """Build (extractor, extraction settings) from an ``[extractor]`` table, reporting every problem at once."""
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
+from milkit.config import validation_messages
 from milkit.errors import Issue, RecipeError
 from milkit.extract.settings import ExtractionSettings, split_extractor_table
 from milkit.extractor import Extractor
@@ -13,19 +13,8 @@ from milkit.registry import Registries
 
 
 def _issues(exc: pydantic.ValidationError, valid: list[str], source: str, what: str) -> list[Issue]:
-    out = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            msg = f"unknown key for {what}{hint} valid keys: {', '.join(valid)}"
-        elif err["type"] == "missing":
-            msg = f"missing required key for {what}"
-        else:
-            msg = f"{err['msg']} (got {err['input']!r})" if key else err["msg"].removeprefix("Value error, ")
-        out.append(Issue(source, None, f"[extractor] {key}" if key else "[extractor]", msg))
-    return out
+    return [Issue(source, None, f"[extractor] {key}" if key else "[extractor]", msg)
+            for key, msg in validation_messages(exc, valid, what)]
 
 
 def build_extraction(table: dict[str, Any], registries: Registries, *, base_dir: Path | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 
-from milkit.config import ComponentConfig
+from milkit.config import ComponentConfig, validation_messages
 from milkit.errors import Issue, RecipeError
 from milkit.recipe.load import Recipe
 from milkit.recipe.locate import locate
@@ -87,18 +87,7 @@ class _Collector:
         self.issues.append(Issue(str(self.recipe.path), line, f"[{table}] {key}" if key else f"[{table}]", message))
 
     def pydantic(self, table: str, exc: pydantic.ValidationError, model: type, what: str) -> None:
-        valid = sorted(model.model_fields)
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"]]
-            key = ".".join(loc) if loc else None
-            if err["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(loc[-1], valid, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                msg = f"unknown key for {what}{hint} valid keys: {', '.join(valid)}"
-            elif err["type"] == "missing":
-                msg = f"missing required key for {what}"
-            else:
-                msg = f"{err['msg']} (got {err['input']!r})" if loc else err["msg"].removeprefix("Value error, ")
+        for key, msg in validation_messages(exc, sorted(model.model_fields), what):
             self.add(table, key, msg)
 
 
