@@ -26,7 +26,7 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(2)
-from milkit.builtin.abmil import ABMIL, ABMILConfig
+from milkit.components.aggregators.abmil import ABMIL, ABMILConfig
 from milkit.data.bags import BagStore, collate_bags
 root, cache_mb, fp16 = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
 paths = {p.stem: p for p in sorted((root / "bags").glob("*.h5"))}

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from milkit.registry import Provider
 
 BUILTIN_PLUGINS = (
-    "milkit.builtin.extractors",
-    "milkit.builtin.aggregators",
-    "milkit.builtin.heads",
+    "milkit.components.extractors",
+    "milkit.components.aggregators",
+    "milkit.components.heads",
     "milkit.histgen.plugin",
 )
 

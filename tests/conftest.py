@@ -3,6 +3,9 @@ torch thread for the tiny-model folders."""
 
 from pathlib import Path
 
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,14 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-ONE_THREAD_FOLDERS = ("extract", "extractors", "histgen")
+ONE_THREAD_FOLDERS = ("extract", "components/extractors", "histgen")
 """Test folders of tiny models and batches: one intra-op thread avoids OpenMP hand-off overhead and
 makes timings steadier on a shared 2-core machine."""
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread_for_tiny_models(request: pytest.FixtureRequest):
-    if request.path.relative_to(REPO / "tests").parts[0] not in ONE_THREAD_FOLDERS:
+    rel = request.path.relative_to(REPO / "tests").as_posix()
+    if not any(rel.startswith(folder + "/") for folder in ONE_THREAD_FOLDERS):
         yield
         return
     before = torch.get_num_threads()
@@ -81,3 +85,19 @@ def write_synthetic_cohort(root: Path, *, n_slides: int = 36, n_classes: int = 3
 @pytest.fixture
 def synthetic_cohort(tmp_path: Path) -> Path:
     return write_synthetic_cohort(tmp_path / "cohort")
+
+
+def _survival_records(n: int, seed: int, strength: float = 2.0) -> list[dict]:
+    """Exponential event times with hazard exp(strength * risk): higher risk => earlier event."""
+    rng = np.random.default_rng(seed)
+    risk = rng.normal(size=n)
+    t_event = rng.exponential(np.exp(-strength * risk))
+    t_cens = rng.exponential(2.0, n)
+    return [{"slide_id": f"s{i}", "time": float(min(a, c)), "event": int(a <= c), "risk": float(r)}
+            for i, (a, c, r) in enumerate(zip(t_event, t_cens, risk))]
+
+
+@pytest.fixture
+def survival_records() -> Callable[..., list[dict]]:
+    """``survival_records(n, seed, strength=2.0)`` -> records with ``time``, ``event``, ``risk``."""
+    return _survival_records

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from milkit import hookspecs
-from milkit.builtin.abmil import ABMIL
-from milkit.builtin.classification import Classification
+from milkit.components.aggregators.abmil import ABMIL
+from milkit.components.heads.classification import Classification
 from milkit.extractor import Extractor
 from milkit.hookspecs import hookimpl
 from milkit.plugins import get_plugin_manager

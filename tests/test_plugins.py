@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from milkit import __version__
-from milkit.builtin.abmil import ABMIL
+from milkit.components.aggregators.abmil import ABMIL
 from milkit.hookspecs import hookimpl
 from milkit.plugins import BUILTIN_PLUGINS, get_plugin_manager, load_problems
 from milkit.registry import Registries, build_registries
@@ -19,7 +19,7 @@ _counter = itertools.count()
 
 GOOD_AGGREGATOR = """
 from milkit import hookimpl
-from milkit.builtin.mean_pool import MeanPool
+from milkit.components.aggregators.mean_pool import MeanPool
 
 class Fake(MeanPool):
     name = "fake_pool"

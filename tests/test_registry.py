@@ -4,10 +4,10 @@ import pytest
 from pydantic import BaseModel, Field
 
 from milkit.aggregator import Aggregator
-from milkit.builtin.abmil import ABMIL
-from milkit.builtin.classification import Classification
-from milkit.builtin.max_pool import MaxPool
-from milkit.builtin.mean_pool import MeanPool
+from milkit.components.aggregators.abmil import ABMIL
+from milkit.components.heads.classification import Classification
+from milkit.components.aggregators.max_pool import MaxPool
+from milkit.components.aggregators.mean_pool import MeanPool
 from milkit.config import ComponentConfig
 from milkit.errors import DuplicateComponentError, MilkitError, PluginError, UnknownComponentError
 from milkit.head import Head
@@ -85,7 +85,7 @@ class BadDefault(ComponentConfig):
     ("cls", "message"),
     [
         (Classification, "plugin 'fastmil' (distribution milkit-fastmil 0.3.1) returned <class "
-         "'milkit.builtin.classification.Classification'> from milkit_register_aggregators, which is not a subclass "
+         "'milkit.components.heads.classification.Classification'> from milkit_register_aggregators, which is not a subclass "
          f"of milkit.Aggregator; {FIX}"),
         (type("Camel", (MeanPool,), {"name": "MeanPool"}), "aggregator class Camel from plugin 'fastmil' (distribution "
          f"milkit-fastmil 0.3.1) has invalid name 'MeanPool' (expected lowercase letters, digits, '_' or '-'); {FIX}"),

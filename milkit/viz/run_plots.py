@@ -120,7 +120,7 @@ def _threshold(run_dir: Path, fold: int) -> tuple[float, str]:
 
 
 def _km(run_dir: Path, rows: list[dict[str, Any]], split: str, index: _Index) -> None:
-    from milkit.survival.plots import plot_km_by_risk
+    from milkit.viz.survival_plots import plot_km_by_risk
 
     folds = sorted({int(r["fold"]) for r in rows})
     cuts = {f: _threshold(run_dir, f) for f in folds}
@@ -138,7 +138,7 @@ def _km(run_dir: Path, rows: list[dict[str, Any]], split: str, index: _Index) ->
 
 
 def _calibration(run_dir: Path, metrics: dict[str, Any], split: str, index: _Index) -> None:
-    from milkit.survival.plots import plot_calibration
+    from milkit.viz.survival_plots import plot_calibration
 
     records = rundata.fold_records(run_dir, 0, split)
     train = rundata.fold_records(run_dir, 0, "train")

@@ -19,7 +19,7 @@ ONLY_FAKE = "milkit.builtin.extractors,milkit.builtin.aggregators,milkit.builtin
 FAKE_SOURCE = """
 import torch
 from milkit import hookimpl
-from milkit.builtin.mean_pool import MeanPool
+from milkit.components.aggregators.mean_pool import MeanPool
 
 class Good(MeanPool):
     name = "good_pool"

@@ -11,7 +11,7 @@ from synthetic_slides import make_slide
 
 from milkit.data.feature_formats import read_bag
 from milkit.extract import ExtractionSettings, extract_slides
-from milkit.extractors.color_texture import ColorTexture, ColorTextureConfig
+from milkit.components.extractors.color_texture import ColorTexture, ColorTextureConfig
 from milkit.slides import open_slide
 
 FAST = dict(target_mpp=2.0, tile_size_px=32, num_workers=0, batch_size=7, seg_min_area=1.0)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from milkit.errors import DataError
 from milkit.extract import ExtractionSettings, extract_slides
 from milkit.extract.mpp_table import read_mpp_table
-from milkit.extractors.color_texture import ColorTexture, ColorTextureConfig
+from milkit.components.extractors.color_texture import ColorTexture, ColorTextureConfig
 
 FAST = dict(target_mpp=2.0, tile_size_px=32, num_workers=0, seg_min_area=1.0)
 

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from milkit.builtin.classification import Classification, ClassificationConfig
+from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.metrics.bootstrap import (
     bootstrap_ci,
     bootstrap_indices,

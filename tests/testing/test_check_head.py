@@ -10,8 +10,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from milkit.aggregator import AggregatorOutput
-from milkit.builtin.abmil import ABMIL
-from milkit.builtin.classification import Classification
+from milkit.components.aggregators.abmil import ABMIL
+from milkit.components.heads.classification import Classification
 from milkit.config import ComponentConfig
 from milkit.head import Head, HeadOutput, Row
 from milkit.nn.masking import masked_mean

@@ -14,8 +14,8 @@ def test_fixtures_run_the_kit_and_report_failed_checks(
     pytester.makepyfile(
         """
         import torch
-        from milkit.builtin.abmil import ABMIL
-        from milkit.builtin.classification import Classification
+        from milkit.components.aggregators.abmil import ABMIL
+        from milkit.components.heads.classification import Classification
 
         class Leaky(ABMIL):
             def forward(self, feats, mask, coords):

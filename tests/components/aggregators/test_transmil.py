@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from milkit.builtin.transmil import TransMIL, TransMILConfig
+from milkit.components.aggregators.transmil import TransMIL, TransMILConfig
 from milkit.nn.nystrom import NystromAttention, moore_penrose_pinv
 from milkit.testing import check_aggregator
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from milkit.survival import cox_partial_log_likelihood
+from milkit.components.heads.cox_loss import cox_partial_log_likelihood
 
 ROSSI_R = {"fin": -0.3794222, "age": -0.0574377, "race": 0.3138998, "wexp": -0.1497957,
            "mar": -0.4337039, "paro": -0.0848711, "prio": 0.0914971}

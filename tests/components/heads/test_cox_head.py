@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from milkit.aggregator import AggregatorOutput
-from milkit.builtin.cox import CoxConfig, CoxSurvival
+from milkit.components.heads.cox import CoxConfig, CoxSurvival
 from milkit.testing import check_head
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from milkit.survival.metrics import Record, survival_array, breslow_survival, record_arrays
+from milkit.metrics.survival import Record, survival_array, breslow_survival, record_arrays
 
 
 def _km(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from milkit.errors import CheckpointError
-from milkit.extractors.dinov2 import DINOv2Config, DINOv2ViTL14, convert_dinov2_state, swiglu_hidden
+from milkit.components.extractors.dinov2 import DINOv2Config, DINOv2ViTL14, convert_dinov2_state, swiglu_hidden
 
 SMALL = {"img_size": 28, "patch_size": 14, "embed_dim": 32, "depth": 4, "num_heads": 4}
 

@@ -6,7 +6,7 @@ from milkit.hookspecs import hookimpl
 
 @hookimpl
 def milkit_register_heads() -> list[type[Head]]:
-    from milkit.builtin.classification import Classification
-    from milkit.builtin.cox import CoxSurvival
+    from milkit.components.heads.classification import Classification
+    from milkit.components.heads.cox import CoxSurvival
 
     return [Classification, CoxSurvival]

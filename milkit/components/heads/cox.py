@@ -12,7 +12,7 @@ from milkit import distributed
 from milkit.aggregator import AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.head import Head, HeadOutput, Row
-from milkit.survival.cox import cox_partial_log_likelihood
+from milkit.components.heads.cox_loss import cox_partial_log_likelihood
 
 log = logging.getLogger("milkit")
 
@@ -110,7 +110,7 @@ class CoxSurvival(Head):
                 for r, v in zip(rows, risk)]
 
     def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
-        from milkit.survival.metrics import survival_metrics
+        from milkit.metrics.survival import survival_metrics
 
         return survival_metrics(records, train_records=train_records, horizons=self.config.horizons,
                                 n_boot=self.config.n_boot)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from milkit.errors import CheckpointError
-from milkit.extractors.resnet import ResNet50Trunc, ResNetTruncConfig
+from milkit.components.extractors.resnet import ResNet50Trunc, ResNetTruncConfig
 
 SMALL = {"input_px": 32, "base_width": 8, "blocks": (1, 2, 1)}
 

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from milkit.aggregator import AggregatorOutput
-from milkit.builtin.cox import CoxSurvival
+from milkit.components.heads.cox import CoxSurvival
 
 
 def make_head() -> CoxSurvival:

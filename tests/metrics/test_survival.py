@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from milkit.metrics.bootstrap import bootstrap_indices
-from milkit.survival.metrics import (
+from milkit.metrics.survival import (
     breslow_survival,
     default_horizons,
     harrell_c_index,
@@ -20,8 +20,8 @@ def negate(records: list[dict]) -> list[dict]:
     return [dict(r, risk=-r["risk"]) for r in records]
 
 
-def test_sign_convention_catches_a_flip(synthetic) -> None:
-    train, test = synthetic(200, 0), synthetic(80, 1)
+def test_sign_convention_catches_a_flip(survival_records) -> None:
+    train, test = survival_records(200, 0), survival_records(80, 1)
     good = survival_metrics(test, train_records=train, n_boot=0)
     bad = survival_metrics(negate(test), train_records=train, n_boot=0)
     assert good["c_index"] > 0.8 and bad["c_index"] < 0.2
@@ -31,8 +31,8 @@ def test_sign_convention_catches_a_flip(synthetic) -> None:
     assert good["warnings"] == []
 
 
-def test_full_metric_set_is_finite_and_json_ready(synthetic) -> None:
-    train, test = synthetic(200, 0), synthetic(60, 2)
+def test_full_metric_set_is_finite_and_json_ready(survival_records) -> None:
+    train, test = survival_records(200, 0), survival_records(60, 2)
     m = survival_metrics(test, train_records=train, n_boot=200)
     assert m["n"] == 60 and m["n_events"] == sum(r["event"] for r in test)
     assert len(m["horizons"]) == 3
@@ -61,26 +61,26 @@ def test_harrell_matches_scikit_survival_and_resampling_matches_each_resample() 
         assert (math.isnan(ref) and math.isnan(batched[b])) or ref == pytest.approx(batched[b], abs=1e-12)
 
 
-def test_no_events_and_tiny_splits_give_nan_with_warnings(synthetic) -> None:
-    train = synthetic(100, 0)
-    censored = [dict(r, event=0) for r in synthetic(20, 1)]
+def test_no_events_and_tiny_splits_give_nan_with_warnings(survival_records) -> None:
+    train = survival_records(100, 0)
+    censored = [dict(r, event=0) for r in survival_records(20, 1)]
     for records in (censored, censored[:1], []):
         m = survival_metrics(records, train_records=train)
         assert math.isnan(m["c_index"]) and math.isnan(m["c_index_uno"]) and math.isnan(m["ibs"])
         assert any(w.startswith("c_index:") for w in m["warnings"])
-    m = survival_metrics(synthetic(30, 1), train_records=[dict(r, event=0) for r in train])
+    m = survival_metrics(survival_records(30, 1), train_records=[dict(r, event=0) for r in train])
     assert math.isnan(m["td_auc_mean"]) and any("training" in w for w in m["warnings"])
 
 
-def test_without_train_records_only_harrell_is_defined(synthetic) -> None:
-    m = survival_metrics(synthetic(40, 1), n_boot=0)
+def test_without_train_records_only_harrell_is_defined(survival_records) -> None:
+    m = survival_metrics(survival_records(40, 1), n_boot=0)
     assert m["c_index"] > 0.7 and math.isnan(m["c_index_uno"]) and math.isnan(m["ibs"])
     assert any("training records" in w for w in m["warnings"])
 
 
-def test_follow_up_beyond_training_is_truncated_not_fatal(synthetic) -> None:
+def test_follow_up_beyond_training_is_truncated_not_fatal(survival_records) -> None:
     """Slides followed past the training follow-up: every metric defined, and their exact times irrelevant."""
-    train, test = synthetic(100, 0), synthetic(40, 1)
+    train, test = survival_records(100, 0), survival_records(40, 1)
     longest = max(r["time"] for r in train)
     far = [dict(r) for r in test]
     farther = [dict(r) for r in test]
@@ -104,10 +104,10 @@ def test_default_horizons_lie_in_test_follow_up() -> None:
     assert default_horizons(tr_time, np.zeros(6, bool), test_time) == []
 
 
-def test_breslow_survival_matches_scikit_survival_and_orders_by_risk(synthetic) -> None:
+def test_breslow_survival_matches_scikit_survival_and_orders_by_risk(survival_records) -> None:
     from sksurv.linear_model.coxph import BreslowEstimator
 
-    train = synthetic(100, 0)
+    train = survival_records(100, 0)
     time, event, risk = record_arrays(train)
     times = np.linspace(0.05, 1.0, 7)
     query = np.array([-1.0, 0.0, 1.5])
@@ -117,8 +117,8 @@ def test_breslow_survival_matches_scikit_survival_and_orders_by_risk(synthetic) 
     assert np.all(np.diff(surv, axis=1) <= 0) and np.all(np.diff(surv, axis=0) <= 0)
 
 
-def test_configured_horizons_outside_follow_up_are_skipped_with_a_warning(synthetic) -> None:
-    train, test = synthetic(200, 0), synthetic(60, 1)
+def test_configured_horizons_outside_follow_up_are_skipped_with_a_warning(survival_records) -> None:
+    train, test = survival_records(200, 0), survival_records(60, 1)
     longest = max(r["time"] for r in test)
     m = survival_metrics(test, train_records=train, horizons=[0.2, longest * 2], n_boot=0)
     assert m["horizons"] == [0.2] and np.isfinite(m["td_auc@0.2"])

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from milkit.extractors.color_texture import ColorTexture, ColorTextureConfig
+from milkit.components.extractors.color_texture import ColorTexture, ColorTextureConfig
 
 PX = 64
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from milkit.extractors.color_texture import ColorTexture
-from milkit.extractors.dinov2 import DINOv2ViTL14
-from milkit.extractors.resnet import ResNet50Trunc
-from milkit.extractors.vit import ViT
+from milkit.components.extractors.color_texture import ColorTexture
+from milkit.components.extractors.dinov2 import DINOv2ViTL14
+from milkit.components.extractors.resnet import ResNet50Trunc
+from milkit.components.extractors.vit import ViT
 from milkit.testing.extractor import check_extractor
 
 SMALL = {

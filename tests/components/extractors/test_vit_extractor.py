@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from milkit.errors import CheckpointError
-from milkit.extractors.vit import ViT, ViTConfig
+from milkit.components.extractors.vit import ViT, ViTConfig
 
 BASE = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
 VARIANTS = {

@@ -1,1 +1,0 @@
-"""milkit's own components, registered through the same hooks as any plugin."""

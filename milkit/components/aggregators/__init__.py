@@ -1,0 +1,14 @@
+"""Registers milkit's built-in aggregators."""
+
+from milkit.aggregator import Aggregator
+from milkit.hookspecs import hookimpl
+
+
+@hookimpl
+def milkit_register_aggregators() -> list[type[Aggregator]]:
+    from milkit.components.aggregators.abmil import ABMIL
+    from milkit.components.aggregators.max_pool import MaxPool
+    from milkit.components.aggregators.mean_pool import MeanPool
+    from milkit.components.aggregators.transmil import TransMIL
+
+    return [MeanPool, MaxPool, ABMIL, TransMIL]
