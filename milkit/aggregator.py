@@ -1,6 +1,6 @@
 """The aggregator interface: a padded batch of bags -> slide representations."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -19,12 +19,15 @@ class AggregatorOutput:
         tokens: slide token sequence, [B, T, E], for heads that attend over the slide
             (report generation); None if the component provides none.
         token_mask: [B, T], True at real tokens; None when ``tokens`` is None.
+        aux: intermediate tensors the aggregator's own :meth:`Aggregator.auxiliary_losses`
+            needs (instance logits, pseudo-bag predictions...); core never reads them.
     """
 
     embedding: Tensor
     attention: Tensor | None = None
     tokens: Tensor | None = None
     token_mask: Tensor | None = None
+    aux: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Aggregator(nn.Module):
@@ -34,13 +37,18 @@ class Aggregator(nn.Module):
     ``self.out_dim`` (E). ``forward(feats [B,N,D], mask [B,N] True=real patch,
     coords [B,N,2] level-0 px)`` returns an :class:`AggregatorOutput`. Padding
     (``mask == False``) must never change any output.
+
+    Everything core reads from an aggregator is declared here, with its default.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[ComponentConfig]]
     provides_tokens: ClassVar[bool] = False
+    """True if ``forward`` fills ``tokens``/``token_mask`` (needed by heads with ``requires_tokens``)."""
     permutation_invariant: ClassVar[bool] = True
+    """Reordering a bag's patches leaves the outputs unchanged (checked by the conformance kit)."""
     out_dim: int
+    """E, the width of ``embedding`` (and of ``tokens``); set in ``__init__``."""
 
     def __init__(self, config: ComponentConfig, *, in_dim: int) -> None:
         super().__init__()
@@ -49,3 +57,13 @@ class Aggregator(nn.Module):
 
     def forward(self, feats: Tensor, mask: Tensor, coords: Tensor) -> AggregatorOutput:
         raise NotImplementedError
+
+    def auxiliary_losses(self, out: AggregatorOutput, targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named, already weighted auxiliary loss terms of a training batch (default: none).
+
+        Called in training with this batch's output and the head's targets; the trainer adds
+        the terms to the head's loss and logs each as ``train_aux_<name>`` in metrics.jsonl.
+        Instance-level losses (CLAM's clustering, DSMIL's max-instance, DTFD's tier-1) go here,
+        their weights as keys of the aggregator's ``Config``.
+        """
+        return {}

@@ -33,4 +33,16 @@ class MILModel(nn.Module):
         return self.aggregator(bags.feats, bags.mask, bags.coords)
 
     def forward(self, bags: Bags, targets: dict[str, Tensor] | None = None) -> HeadOutput:
-        return self.head(self.encode(bags), targets)
+        """The head's output; with ``targets``, ``aux_losses`` holds the aggregator's auxiliary terms."""
+        x = self.encode(bags)
+        out = self.head(x, targets)
+        if targets is not None:
+            out.aux_losses = self.aggregator.auxiliary_losses(x, targets)
+        return out
+
+    def training_loss(self, out: HeadOutput, targets: dict[str, Tensor]) -> Tensor:
+        """The head's loss plus every auxiliary term of ``out``."""
+        loss = self.head.loss(out, targets)
+        for term in out.aux_losses.values():
+            loss = loss + term
+        return loss

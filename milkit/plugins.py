@@ -21,11 +21,26 @@ if TYPE_CHECKING:
     from milkit.registry import Provider
 
 BUILTIN_PLUGINS = (
+    "milkit.commands",
+    "milkit.data.csv_format",
     "milkit.components.extractors",
     "milkit.components.aggregators",
     "milkit.components.heads",
-    "milkit.histgen.plugin",
+    "milkit.histgen",
+    "milkit.demo",
 )
+"""milkit's own plugins, registered after the entry-point plugins under these names."""
+
+BUILTIN_MODULES = {"milkit.histgen": "milkit.histgen.plugin", "milkit.demo": "milkit.demo.plugin"}
+"""Plugin name -> module, where they differ (a package whose hooks live in its ``plugin`` module)."""
+
+RENAMED_PLUGINS = {
+    "milkit.builtin.extractors": "milkit.components.extractors",
+    "milkit.builtin.aggregators": "milkit.components.aggregators",
+    "milkit.builtin.heads": "milkit.components.heads",
+    "milkit.histgen.plugin": "milkit.histgen",
+}
+"""Names of milkit 0.1's built-in plugins, still accepted by MILKIT_DISABLE_PLUGINS (0.2 only)."""
 
 _PROBLEMS_ATTR = "_milkit_load_problems"
 
@@ -44,14 +59,18 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     problems: list[str] = []
     for name in _env_list("MILKIT_DISABLE_PLUGINS"):
+        if name in RENAMED_PLUGINS:
+            problems.append(f"MILKIT_DISABLE_PLUGINS: plugin '{name}' is now called '{RENAMED_PLUGINS[name]}'; "
+                            "the old name works in milkit 0.2 only (see CHANGELOG.md)")
+            name = RENAMED_PLUGINS[name]
         pm.set_blocked(name)
     if autoload is None:
         autoload = not os.environ.get("MILKIT_DISABLE_PLUGIN_AUTOLOAD")
     if autoload:
         _load_entrypoints(pm, problems)
-    for modname in BUILTIN_PLUGINS:
-        if not pm.is_blocked(modname):
-            pm.register(importlib.import_module(modname), name=modname)
+    for name in BUILTIN_PLUGINS:
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(BUILTIN_MODULES.get(name, name)), name=name)
     _drop_unknown_hooks(pm, problems)
     if os.environ.get("MILKIT_TRACE_PLUGINS"):
         pm.add_hookcall_monitoring(_trace_before, _trace_after)

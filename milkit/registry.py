@@ -9,6 +9,7 @@ import pluggy
 from pydantic import ValidationError
 
 from milkit.aggregator import Aggregator
+from milkit.cohort_format import CohortFormat
 from milkit.config import ComponentConfig
 from milkit.errors import DuplicateComponentError, PluginError, UnknownComponentError
 from milkit.extractor import Extractor
@@ -33,7 +34,7 @@ class Provider:
 
 
 class Registry(Generic[T]):
-    """Name -> component class for one kind ("extractor", "aggregator", "head")."""
+    """Name -> class for one kind ("extractor", "aggregator", "head", "cohort_format")."""
 
     def __init__(self, kind: str, base: type) -> None:
         self.kind = kind
@@ -123,10 +124,20 @@ class Registries:
     extractors: Registry[Extractor] = field(default_factory=lambda: Registry("extractor", Extractor))
     aggregators: Registry[Aggregator] = field(default_factory=lambda: Registry("aggregator", Aggregator))
     heads: Registry[Head] = field(default_factory=lambda: Registry("head", Head))
+    cohort_formats: Registry[CohortFormat] = field(default_factory=lambda: Registry("cohort_format", CohortFormat))
     problems: list[str] = field(default_factory=list)
 
     def of(self, kind: str) -> Registry:
-        return {"extractor": self.extractors, "aggregator": self.aggregators, "head": self.heads}[kind]
+        return {"extractor": self.extractors, "aggregator": self.aggregators, "head": self.heads,
+                "cohort_format": self.cohort_formats}[kind]
+
+    def cohort_format_for(self, key: str) -> type[CohortFormat] | None:
+        """The cohort format selected by the ``[cohort]`` key ``key`` (None if no format has it)."""
+        for name in self.cohort_formats.names():
+            cls = self.cohort_formats.get(name)
+            if cls.key == key:
+                return cls
+        return None
 
 
 def build_registries(pm: pluggy.PluginManager) -> Registries:
@@ -143,6 +154,7 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
         (pm.hook.milkit_register_extractors, regs.extractors),
         (pm.hook.milkit_register_aggregators, regs.aggregators),
         (pm.hook.milkit_register_heads, regs.heads),
+        (pm.hook.milkit_register_cohort_formats, regs.cohort_formats),
     )
     for hook, registry in hooks:
         for impl in reversed(hook.get_hookimpls()):  # registration order: builtins first
@@ -163,10 +175,31 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
                 continue
             for cls in classes:
                 try:
+                    if registry is regs.cohort_formats:
+                        _check_cohort_key(regs, cls, provider)
                     registry.add(cls, provider=provider)
                 except (PluginError, DuplicateComponentError) as exc:
                     regs.problems.append(str(exc))
     return regs
+
+
+def _check_cohort_key(regs: Registries, cls: object, provider: Provider) -> None:
+    """A cohort format's ``key`` must be a fresh ``[cohort]`` key (not a section field, not taken)."""
+    from milkit.recipe.sections import CohortSection
+
+    key = getattr(cls, "key", None)
+    fix = f"fix the plugin {provider}, or disable it with MILKIT_DISABLE_PLUGINS={provider.plugin}"
+    if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9_]*$", key):
+        raise PluginError(f"cohort format {cls!r} from plugin {provider} has invalid key {key!r} "
+                          f"(the [cohort] key that selects it: lowercase letters, digits, '_'); {fix}")
+    if key in CohortSection.model_fields:
+        raise PluginError(f"cohort format {cls!r} from plugin {provider} uses key '{key}', which is a [cohort] "
+                          f"setting; {fix}")
+    other = regs.cohort_format_for(key)
+    if other is not None:
+        raise DuplicateComponentError(f"[cohort] key '{key}' is claimed by cohort formats '{other.name}' "
+                                      f"({regs.cohort_formats.provider(other.name)}) and {cls!r} ({provider}); "
+                                      "disable one with MILKIT_DISABLE_PLUGINS")
 
 
 def _call_one(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl) -> object:

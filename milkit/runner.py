@@ -15,7 +15,7 @@ import torch
 from milkit import __version__, distributed
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
-from milkit.data.cohort import Cohort, load_cohort_csv, load_histgen_annotations
+from milkit.data.cohort import Cohort
 from milkit.data.splits import Split, load_splits, make_splits, save_splits
 from milkit.errors import DataError
 from milkit.model import MILModel
@@ -27,15 +27,8 @@ log = logging.getLogger("milkit")
 
 
 def load_cohort(recipe: ResolvedRecipe) -> Cohort:
-    c = recipe.cohort
-    if c.annotations is not None:
-        return load_histgen_annotations(c.annotations)
-    if c.demo and c.csv is None:
-        from milkit.demo import demo_cohort
-
-        return load_cohort_csv(demo_cohort())
-    assert c.csv is not None
-    return load_cohort_csv(c.csv, slides_dir=c.slides_dir)
+    """The recipe's cohort, read by the cohort format its ``[cohort]`` key names."""
+    return recipe.cohort_source.load(slides_dir=recipe.cohort.slides_dir)
 
 
 def features_dir(recipe: ResolvedRecipe, cohort: Cohort) -> Path:
@@ -104,14 +97,16 @@ def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) 
             raise DataError("splits = 'given' needs [cohort] splits_file or HistGen annotations")
         splits = [dict(cohort.given_splits)]
     else:
-        stratify = c.stratify
-        if stratify == "auto":
-            label = getattr(recipe.head.config, "label_column", None)
-            cols = recipe.head.cls.target_columns
-            stratify = label or ("event" if "event" in cols else None)
         splits = make_splits(rows, mode=c.splits, seed=recipe.run.seed, folds=c.folds, val_fraction=c.val_fraction,
-                             test_fraction=c.test_fraction, stratify=stratify)
+                             test_fraction=c.test_fraction, stratify=stratify_column(recipe))
     return [{part: [s for s in ids if s in available] for part, ids in split.items()} for split in splits]
+
+
+def stratify_column(recipe: ResolvedRecipe) -> str | None:
+    """``[cohort] stratify``, where ``"auto"`` asks the head (its label, or the Cox event)."""
+    if recipe.cohort.stratify == "auto":
+        return recipe.head.cls.stratify_column(recipe.head.config)
+    return recipe.cohort.stratify
 
 
 def build_model(recipe: ResolvedRecipe, in_dim: int, target_state: dict[str, Any]) -> MILModel:

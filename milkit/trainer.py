@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from milkit.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from milkit.data.bags import BagStore, collate_bags
 from milkit.errors import DataError
+from milkit.head import SAMPLE_WEIGHT
 from milkit import distributed
 from milkit.model import Bags, MILModel
 from milkit.recipe.validate import ResolvedRecipe
@@ -118,10 +119,13 @@ class Trainer:
     def _targets(self, rows: list[Row]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in self.model.head.collate_targets(rows).items()}
 
-    def train_epoch(self, epoch: int, bar: Progress | None) -> float:
+    def train_epoch(self, epoch: int, bar: Progress | None) -> tuple[float, dict[str, float]]:
         """One epoch over the training rows in a seeded order; under torchrun each rank takes its
         share of every global batch and gradients are averaged, so the update equals a single
-        process with the same global batch."""
+        process with the same global batch.
+
+        Returns the mean training loss (task loss plus auxiliary terms) and the mean of each
+        auxiliary term over this rank's steps."""
         t = self.recipe.train
         self.model.train()
         if not any(p.requires_grad for p in self.model.aggregator.parameters()):
@@ -131,8 +135,9 @@ class Trainer:
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(epoch_seed)).tolist()
         n_steps = math.ceil(len(rows) / t.batch_size)
         task = bar.add_task(f"epoch {epoch}", total=n_steps) if bar else None
-        world, global_loss = distributed.world_size(), getattr(self.model.head, "loss_is_global", False)
+        world, global_loss = distributed.world_size(), self.model.head.loss_is_global
         total = 0.0
+        aux_sums: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         for step in range(1, n_steps + 1):
             global_rows = [rows[i] for i in order[(step - 1) * t.batch_size: step * t.batch_size]]
@@ -144,9 +149,12 @@ class Trainer:
                 local_rows, weight = global_rows[:1], 0.0
             bags, targets = self._load(local_rows, epoch_seed), self._targets(local_rows)
             if global_loss and distributed.active():
-                targets["sample_weight"] = torch.full((len(local_rows),), float(weight > 0), device=self.device)
+                targets[SAMPLE_WEIGHT] = torch.full((len(local_rows),), float(weight > 0), device=self.device)
             with self._autocast():
-                loss = self.model.head.loss(self.forward_model(bags, targets), targets)
+                out = self.forward_model(bags, targets)
+                loss = self.model.training_loss(out, targets)
+            for key, term in out.aux_losses.items():
+                aux_sums[key] = aux_sums.get(key, 0.0) + float(term.detach())
             scale = 1.0 if global_loss else weight
             (loss * scale / t.accumulate_steps).backward()
             if step % t.accumulate_steps == 0 or step == n_steps:
@@ -162,9 +170,10 @@ class Trainer:
         if bar is not None:
             bar.remove_task(task)
         log.debug("epoch %d: feature reads %.1f MiB/s", epoch, self.data.store.read_rate_mb_s)
+        aux = {k: v / n_steps for k, v in aux_sums.items()}
         if global_loss:
-            return total / max(len(rows), 1)
-        return sum(distributed.gather_objects(total)) / max(len(rows), 1)
+            return total / max(len(rows), 1), aux
+        return sum(distributed.gather_objects(total)) / max(len(rows), 1), aux
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[list[Row], float, float]:
@@ -212,14 +221,15 @@ class Trainer:
             epochs = bar.add_task(f"fold {self.fold}: training", total=t.epochs, completed=state["epoch"])
             for epoch in range(state["epoch"] + 1, t.epochs + 1):
                 start = time.perf_counter()
-                train_loss = self.train_epoch(epoch, bar)
+                train_loss, aux = self.train_epoch(epoch, bar)
                 seconds = time.perf_counter() - start
                 entry: dict[str, Any] = {"fold": self.fold, "epoch": epoch, "train_loss": train_loss,
+                                         **{f"train_aux_{k}": v for k, v in aux.items()},
                                          "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
                 if has_val and (epoch % ev.every_n_epochs == 0 or epoch == t.epochs):
                     with self.model.head.validation():
                         records, val_loss, _ = self.predict("val")
-                        val_metrics = _scalars(self.model.head.metrics(records))
+                        val_metrics = _scalars(self.model.head.validation_metrics(records))
                     entry.update({"val_loss": val_loss, **{f"val_{k}": v for k, v in val_metrics.items()}})
                     value = val_loss if self.monitor == "loss" else val_metrics.get(self.monitor)
                     if _better(value, state["best"], self.mode):
@@ -254,7 +264,7 @@ class Trainer:
             load_weights(self.model, best)
         head = self.model.head
         splits = [s for s in self.recipe.eval.splits if self.data.rows.get(s)]
-        need_train = getattr(head, "uses_train_records", False)
+        need_train = head.uses_train_records
         if need_train and "train" not in splits:
             splits = ["train", *splits]
         result: dict[str, Any] = {"fold": self.fold, "checkpoint": "best" if use_best else "last",
@@ -291,7 +301,7 @@ class Trainer:
 
         def step() -> torch.Tensor:
             with self._autocast():
-                loss = self.model.head.loss(self.model(bags, targets), targets)
+                loss = self.model.training_loss(self.model(bags, targets), targets)
             loss.backward()
             return loss
 

@@ -106,7 +106,7 @@ def test_duplicate_name_keeps_the_first_and_names_both_plugins(fake_dist: Callab
     fake_dist("milkit-dup", "dup", GOOD_AGGREGATOR.replace('"fake_pool"', '"abmil"'))
     regs = build_registries(get_plugin_manager())
     assert only(regs.problems, "'dup'") == (
-        f"aggregator 'abmil' is registered by both 'milkit.builtin.aggregators' (distribution milkit {__version__}) "
+        f"aggregator 'abmil' is registered by both 'milkit.components.aggregators' (distribution milkit {__version__}) "
         "and 'dup' (distribution milkit-dup 0.3.1). Rename one, or disable a plugin with MILKIT_DISABLE_PLUGINS=dup"
     )
     assert regs.aggregators.get("abmil") is ABMIL
@@ -183,11 +183,11 @@ def test_disable_autoload_skips_entry_points(fake_dist: Callable[..., str], monk
 def test_disable_plugins_blocks_named_entry_points_and_builtins(fake_dist: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
     broken = fake_dist("milkit-broken", "broken", "raise RuntimeError('boom')")
     fake_dist("milkit-fake", "fake", GOOD_AGGREGATOR)
-    monkeypatch.setenv("MILKIT_DISABLE_PLUGINS", "broken, milkit.builtin.heads")
+    monkeypatch.setenv("MILKIT_DISABLE_PLUGINS", "broken, milkit.components.heads")
     regs = build_registries(get_plugin_manager())
     assert not any("'broken'" in p for p in regs.problems) and broken not in sys.modules
     assert "fake_pool" in regs.aggregators and "classification" not in regs.heads
-    assert all(regs.heads.provider(n).plugin != "milkit.builtin.heads" for n in regs.heads.names())
+    assert all(regs.heads.provider(n).plugin != "milkit.components.heads" for n in regs.heads.names())
 
 
 def test_trace_prints_each_hook_call_with_its_plugin_and_result(
@@ -199,7 +199,7 @@ def test_trace_prints_each_hook_call_with_its_plugin_and_result(
     err = capsys.readouterr().err
     assert "[milkit trace] milkit_register_aggregators({}) -> implementations: fake\n" in err
     assert "[milkit trace] milkit_register_aggregators returned [[<class 'milkit_fake_" in err
-    assert "[milkit trace] milkit_register_heads({}) -> implementations: milkit.builtin.heads\n" in err
+    assert "[milkit trace] milkit_register_heads({}) -> implementations: milkit.components.heads\n" in err
 
 
 def test_plugins_registered_at_run_time_are_attributed(pm_with: Callable[..., Registries]) -> None:

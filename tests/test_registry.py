@@ -13,7 +13,7 @@ from milkit.errors import DuplicateComponentError, MilkitError, PluginError, Unk
 from milkit.head import Head
 from milkit.registry import Provider, Registries, Registry
 
-BUILTIN = Provider("milkit.builtin.aggregators", "milkit", "0.1.0")
+BUILTIN = Provider("milkit.components.aggregators", "milkit", "0.1.0")
 FAST = Provider("fastmil", "milkit-fastmil", "0.3.1")
 
 
@@ -63,7 +63,7 @@ def test_duplicate_names_both_providers_and_the_fix(aggregators: Registry[Aggreg
     with pytest.raises(DuplicateComponentError) as info:
         aggregators.add(clone, provider=FAST)
     assert str(info.value) == (
-        "aggregator 'abmil' is registered by both 'milkit.builtin.aggregators' (distribution milkit 0.1.0) and "
+        "aggregator 'abmil' is registered by both 'milkit.components.aggregators' (distribution milkit 0.1.0) and "
         "'fastmil' (distribution milkit-fastmil 0.3.1). Rename one, or disable a plugin with "
         "MILKIT_DISABLE_PLUGINS=fastmil"
     )

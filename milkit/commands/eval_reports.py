@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
         generated, references = load_report_pairs(csv, pred_col, ref_col)
         if clean is Clean.histgen:
-            from milkit.histgen.tokenizer import clean_report
+            from milkit.metrics.report_text import clean_report
 
             # As HistGen scores it: cleaned, split, re-joined by decode() with single spaces.
             generated = [" ".join(clean_report(t).split()) for t in generated]

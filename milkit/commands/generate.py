@@ -51,9 +51,10 @@ def register(app: typer.Typer) -> None:
         distributed.init_from_env()  # under torchrun each rank decodes its share of the slides
         dev = pick_device(device)
         model, recipe = load_run(run_dir, build_registries(get_plugin_manager()), fold=fold, device=str(dev))
-        if not model.head.requires_tokens:
-            raise MilkitError(f"{run_dir} trained head '{recipe.head.name}', which does not generate reports; "
-                              "use a run of the 'report' head")
+        text = model.head.text_output
+        if text is None:
+            raise MilkitError(f"{run_dir} trained head '{recipe.head.name}', which does not generate text; "
+                              "use a run of a report-generation head (one that sets Head.text_output)")
         files = collect_feature_files(features)
         store = BagStore({f.stem: f for f in files}, cache=False)
         ids = list(store.paths)
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
                 chunk = mine[start:start + batch_size]
                 bags = collate_bags([store.load(s) for s in chunk]).to(dev)
                 records = model.head.predict(model.encode(bags), [{"slide_id": s} for s in chunk])
-                reports.extend((rec["slide_id"], rec["generated"]) for rec in records)
+                reports.extend((rec["slide_id"], rec[text]) for rec in records)
                 bar.advance(task, len(chunk))
         reports = distributed.unshard(distributed.gather_objects(reports))  # back in slide order
         if distributed.is_main():

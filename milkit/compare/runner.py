@@ -19,8 +19,9 @@ from milkit.data.splits import load_splits, make_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
 from milkit import distributed
+from milkit.errors import MilkitError
 from milkit.compare.claims import claim, release
-from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, make_store, train_fold
+from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, make_store, stratify_column, train_fold
 
 log = logging.getLogger("milkit")
 
@@ -39,7 +40,9 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
 def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None,
                 progress: bool = True) -> Path:
     """Run (or resume) the comparison; finished (aggregator, seed, fold) runs are reused."""
-    section = CompareSection.model_validate(recipe.compare)
+    section = recipe.compare
+    if section is None:
+        raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
     out_dir = Path(out) if out is not None else recipe.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out_dir)
@@ -53,11 +56,9 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         if splits_path.is_file():
             splits = load_splits(splits_path, set(cohort.by_id))
         else:
-            label = getattr(recipe.head.config, "label_column", None)
-            stratify = label or ("event" if "event" in recipe.head.cls.target_columns else None)
             rows = [r for r in cohort.rows if r["slide_id"] in store.paths]
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
-                                 val_fraction=recipe.cohort.val_fraction, stratify=stratify)
+                                 val_fraction=recipe.cohort.val_fraction, stratify=stratify_column(recipe))
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
         variants = _variants(recipe, section, registries)
         jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds

@@ -1,6 +1,6 @@
-"""Load a cohort: a CSV table, or HistGen's annotation JSON (its release format)."""
+"""A cohort (one row per slide) and milkit's own layout, the CSV table (format ``csv``)."""
 
-import json
+import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ Row = dict[str, Any]
 
 @dataclass
 class Cohort:
-    """Rows (one per slide) plus, for HistGen JSON, the split each slide was given."""
+    """Rows (one per slide) plus, for layouts that carry one, the split each slide was given."""
 
     rows: list[Row]
     source: Path
@@ -59,21 +59,8 @@ def load_cohort_csv(path: Path, *, slides_dir: Path | None = None) -> Cohort:
     return Cohort(rows=rows, source=path)
 
 
-def load_histgen_annotations(path: Path) -> Cohort:
-    """HistGen's ``annotation.json``: {train,val,test: [{id, report, ...}]}; case_id = TCGA patient."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read HistGen annotations {path}: {exc}") from exc
-    rows: list[Row] = []
-    splits: dict[str, list[str]] = {}
-    for split in ("train", "val", "test"):
-        if split not in data:
-            raise DataError(f"{path}: no '{split}' list (HistGen annotations have train, val and test)")
-        splits[split] = []
-        for rec in data[split]:
-            sid = str(rec["id"])
-            case = "-".join(sid.split("-")[:3]) if sid.startswith("TCGA-") else sid
-            rows.append({"slide_id": sid, "case_id": case, "report": rec.get("report", ""), "split": split})
-            splits[split].append(sid)
-    return Cohort(rows=rows, source=path, given_splits=splits)
+def csv_columns(path: Path) -> list[str]:
+    """The header of a CSV table ([] if it is empty)."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
+

@@ -1,8 +1,9 @@
 """HistGen's report generation head: word tokenizer, CMN-augmented decoder, beam search."""
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field
@@ -16,6 +17,10 @@ from milkit.histgen.cmn import CrossModalMemory
 from milkit.histgen.decoder import ReportDecoder
 from milkit.histgen.decoding import beam_search, greedy_decode
 from milkit.histgen.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from milkit.viz.rundata import RunView
+    from milkit.viz.sink import PlotSink
 
 Decoding = Literal["beam", "greedy"]
 
@@ -52,6 +57,7 @@ class Report(Head):
     target_columns = ("report",)
     monitor = "BLEU_4"
     monitor_mode = "max"
+    text_output = "generated"
 
     def __init__(self, config: ReportConfig, *, in_dim: int, target_state: dict[str, Any]) -> None:
         super().__init__(config, in_dim=in_dim, target_state=target_state)
@@ -78,6 +84,10 @@ class Report(Head):
             return self.tokenizer.encode_fixed(text, self.max_len)
         ids = self.tokenizer.encode(text, self.max_len)
         return ids, ids[-1] != 0
+
+    @classmethod
+    def required_columns(cls, config: ReportConfig) -> tuple[str, ...]:
+        return (config.report_column,)
 
     @classmethod
     def fit_targets(cls, config: ReportConfig, train_rows: list[Row]) -> dict[str, Any]:
@@ -131,16 +141,9 @@ class Report(Head):
         finally:
             self._decoding = previous
 
-    @contextmanager
-    def validation(self) -> Iterator[None]:
-        """Per-epoch validation: decode with ``val_decoding`` and skip METEOR (a JVM start per call);
-        the final evaluation decodes with ``decoding`` and computes every metric."""
-        self._validating = True
-        try:
-            with self.decoding_mode(self.config.val_decoding):
-                yield
-        finally:
-            self._validating = False
+    def validation(self) -> contextlib.AbstractContextManager[None]:
+        """Per-epoch validation decodes with ``val_decoding``; the final evaluation with ``decoding``."""
+        return self.decoding_mode(self.config.val_decoding)
 
     def generate(self, x: AggregatorOutput, mode: Decoding | None = None) -> Tensor:
         """Generated ids [B, max_seq_length], zero after EOS."""
@@ -162,15 +165,31 @@ class Report(Head):
         return records
 
     def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
+        """BLEU-1..4, METEOR, ROUGE-L, CIDEr, truncations, and the constant-report baseline's scores."""
         from milkit.metrics.reports import score_reports
 
-        references = [r["reference"] for r in records]
-        validating = getattr(self, "_validating", False)
-        scores: dict[str, Any] = dict(score_reports([r["generated"] for r in records], references,
-                                                    meteor=not validating))
-        scores["n_truncated"] = sum(bool(r.get("truncated")) for r in records)
+        scores = self._scores(records, meteor=True)
         baseline = self.target_state.get("most_common_report")
-        if baseline and records and not validating:  # a model that always writes the commonest training report
-            base = score_reports([baseline] * len(records), references, meteor=False)
+        if baseline and records:  # a model that always writes the commonest training report
+            base = score_reports([baseline] * len(records), [r["reference"] for r in records], meteor=False)
             scores.update({f"baseline_{k}": v for k, v in base.items() if k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")})
+        return scores
+
+    @classmethod
+    def plots(cls, run: "RunView", sink: "PlotSink") -> None:
+        """A table of generated vs reference reports with per-report scores."""
+        from milkit.viz.task_plots import draw_report_samples
+
+        draw_report_samples(run, sink)
+
+    def validation_metrics(self, records: list[Row]) -> dict[str, Any]:
+        """The n-gram scores without METEOR (a JVM start per call) and without the baseline."""
+        return self._scores(records, meteor=False)
+
+    def _scores(self, records: list[Row], *, meteor: bool) -> dict[str, Any]:
+        from milkit.metrics.reports import score_reports
+
+        scores: dict[str, Any] = dict(score_reports([r["generated"] for r in records],
+                                                    [r["reference"] for r in records], meteor=meteor))
+        scores["n_truncated"] = sum(bool(r.get("truncated")) for r in records)
         return scores

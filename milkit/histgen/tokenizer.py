@@ -1,55 +1,22 @@
 """HistGen's word-level report tokenizer (``modules/tokenizers.py``), quirks included.
 
-The cleaner reproduces ``Tokenizer.clean_report_pathology`` character for character:
-
-* the regex class ``[.,?;*!%^&_+():-\\[\\]{}]`` contains the *range* ``:-\\[`` (0x3A-0x5B), so
-  ``: ; < = > ? @`` (and ``A-Z``, moot after lower-casing) are deleted while ``-``, digits, ``#``,
-  ``$``, ``|`` and ``~`` survive;
-* decimal points vanish ("2.5 cm" -> "25 cm"), "0/1" -> "01";
-* the numbering clean-up eats real numbers ("grade 2. Tumor" -> "grade . tumor .");
-* the emptiness test compares a string with ``[]`` (always true), so empty sentences are kept
-  and produce ``. .`` runs.
+The cleaner (``milkit.metrics.report_text.clean_report``) reproduces upstream's
+``clean_report_pathology`` character for character; see that module for its quirks.
 
 Vocabulary: tokens with a train count >= ``threshold`` plus ``<unk>``, sorted lexicographically,
 ids from 1. Id 0 is BOS, EOS and PAD at once.
 """
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from milkit.metrics.report_text import SENTENCE_PUNCT, clean_report
+
 UNK = "<unk>"
 BOS = EOS = PAD = 0
 FORMAT = "milkit.histgen.tokenizer/1"
-
-# Upstream writes '[.,?;*!%^&_+():-\\[\\]{}]'; ":-\[" is a range, see the module docstring.
-SENTENCE_PUNCT = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")
-
-
-def _clean_sentence(sentence: str) -> str:
-    """Upstream ``sent_cleaner``: drop quotes and slashes, strip, lowercase, delete the class."""
-    s = sentence.replace('"', "").replace("/", "").replace("\\", "").replace("'", "")
-    return SENTENCE_PUNCT.sub("", s.strip().lower())
-
-
-def clean_report(text: str) -> str:
-    """HistGen's ``clean_report_pathology``: normalise, split on ``". "``, clean, join with ``" . "``."""
-    t = text.replace("\n", " ")
-    for _ in range(7):
-        t = t.replace("__", "_")
-    for _ in range(6):
-        t = t.replace("  ", " ")
-    for _ in range(8):
-        t = t.replace("..", ".")
-    t = t.replace("1. ", "")
-    for n in "2345":
-        t = t.replace(f". {n}. ", ". ")
-    for n in "2345":
-        t = t.replace(f" {n}. ", ". ")
-    # Upstream's filter `sent_cleaner(sent) != []` is always true: empty sentences stay.
-    sentences = [_clean_sentence(s) for s in t.strip().lower().split(". ")]
-    return " . ".join(sentences) + " ."
+__all__ = ["BOS", "EOS", "FORMAT", "PAD", "SENTENCE_PUNCT", "UNK", "Tokenizer", "clean_report"]
 
 
 class Tokenizer:

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from milkit.config import ComponentConfig
 
@@ -17,14 +17,12 @@ class RunSection(ComponentConfig):
 
 
 class CohortSection(ComponentConfig):
-    demo: bool = Field(False, description="Use the built-in synthetic demo cohort (generated on first use).")
-    csv: Path | None = Field(None, description="Cohort table: slide_id, case_id, task columns, optional slide_path.")
-    annotations: Path | None = Field(
-        None, description="HistGen annotation JSON (train/val/test lists of {id, report}); replaces csv."
-    )
+    """``[cohort]`` settings. The cohort itself is named by one key of a registered cohort format
+    (``csv = "cohort.csv"``, ``annotations = "annotation.json"``, ``demo = true``; see ``milkit plugins``)."""
+
     slides_dir: Path | None = Field(None, description="Folder of slides, for rows without a slide_path.")
     features_dir: Path | None = Field(
-        None, description="Folder of per-slide feature files (<slide_id>.h5 or .pt); default <csv dir>/features/<extractor>."
+        None, description="Folder of per-slide feature files (<slide_id>.h5 or .pt); default <cohort dir>/features/<extractor>."
     )
     splits: Literal["holdout", "kfold", "given"] = Field(
         "holdout", description="holdout: one train/val/test split; kfold: K patient-disjoint folds; given: from file."
@@ -33,19 +31,13 @@ class CohortSection(ComponentConfig):
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of patients for validation.")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="Share of patients for test (holdout).")
     splits_file: Path | None = Field(None, description="splits.json of an earlier run, for splits = 'given'.")
-    stratify: str | None = Field("auto", description="Column to stratify on; 'auto' uses the head's label/event.")
+    stratify: str | None = Field("auto", description="Column to stratify on; 'auto' asks the head (its label, the Cox event).")
     cache_in_memory: bool = Field(True, description="Keep loaded bags in memory across epochs.")
     cache_mb: float | None = Field(None, gt=0, description="Bound the in-memory bag cache (MiB, LRU); None = unbounded.")
     storage: Literal["as_is", "float16"] = Field(
         "as_is", description="float16: convert each feature file once to a half-precision copy (half the disk and I/O)."
     )
     prefetch: bool = Field(True, description="Read the next batch's bags in background threads while training.")
-
-    @model_validator(mode="after")
-    def _source(self) -> "CohortSection":
-        if not self.demo and self.csv is None and self.annotations is None:
-            raise ValueError("set one of demo = true, csv = \"cohort.csv\" or annotations = \"annotations.json\"")
-        return self
 
 
 class TrainSection(ComponentConfig):

@@ -4,10 +4,12 @@ import csv
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from milkit.cohort_format import CohortFormat
+from milkit.compare.config import CompareSection
 from milkit.config import ComponentConfig, validation_messages
 from milkit.errors import Issue, RecipeError
 from milkit.recipe.load import Recipe
@@ -15,7 +17,9 @@ from milkit.recipe.locate import locate
 from milkit.recipe.sections import ALL_TABLES, SECTIONS, CohortSection, EvalSection, RunSection, TrainSection
 from milkit.registry import Registries
 
-DEMO_EXTRACTOR = "color-texture"
+if TYPE_CHECKING:
+    from milkit.data.cohort import Cohort
+
 AGGREGATOR_RESERVED = {"name", "init", "init_recipe", "freeze"}
 
 
@@ -40,24 +44,39 @@ class Component:
 
 
 @dataclass
+class CohortSource:
+    """The ``[cohort]`` key that names the cohort, resolved to its format and value."""
+
+    format: type[CohortFormat]
+    key: str
+    value: Path | bool
+
+    def load(self, *, slides_dir: Path | None = None) -> "Cohort":
+        return self.format().load(self.value, slides_dir=slides_dir)
+
+
+@dataclass
 class ResolvedRecipe:
     """A recipe that passed validation: typed sections plus resolved components."""
 
     source: Path
     run: RunSection
     cohort: CohortSection
+    cohort_source: CohortSource
     train: TrainSection
     eval: EvalSection
     aggregator: Component
     head: Component
     extractor: Component | None
-    compare: dict[str, Any] | None
+    compare: CompareSection | None
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved recipe (every default filled in), for recipe.toml in the run dir."""
         out: dict[str, Any] = {}
         for name, section in (("run", self.run), ("cohort", self.cohort)):
             out[name] = {k: v for k, v in section.model_dump(mode="json").items() if v is not None}
+        value = self.cohort_source.value
+        out["cohort"] = {self.cohort_source.key: value if isinstance(value, bool) else str(value), **out["cohort"]}
         if self.extractor is not None:
             out["extractor"] = self.extractor.to_table()
         out["aggregator"] = self.aggregator.to_table()
@@ -65,7 +84,7 @@ class ResolvedRecipe:
         out["train"] = {k: v for k, v in self.train.model_dump(mode="json").items() if v is not None}
         out["eval"] = self.eval.model_dump(mode="json")
         if self.compare is not None:
-            out["compare"] = self.compare
+            out["compare"] = self.compare.model_dump(mode="json", exclude_none=True)
         return out
 
     @property
@@ -140,7 +159,28 @@ def _extractor(col: _Collector, registries: Registries, table: dict[str, Any]) -
 def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool = True) -> ResolvedRecipe:
     """Validate everything a run would use; raise RecipeError listing every problem."""
     col = _Collector(recipe)
-    data = recipe.data
+    sections = check_structure(col, recipe.data)
+    source, cohort = check_cohort(col, recipe, registries, check_files=check_files)
+    agg, head = check_model(col, registries, recipe.data)
+    extractor = check_extractor(col, registries, recipe.data, source)
+    if agg is not None:
+        check_transfer(col, recipe, agg, check_files=check_files)
+    if cohort is not None and source is not None and check_files:
+        check_cohort_files(col, cohort, source, head)
+    compare = check_compare(col, registries, recipe.data)
+    if col.issues:
+        raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
+    assert agg is not None and head is not None and cohort is not None and source is not None
+    run: RunSection = sections["run"]
+    if run.output_dir is not None:
+        run = run.model_copy(update={"output_dir": _resolve_path(recipe.base_dir, run.output_dir)})
+    return ResolvedRecipe(source=recipe.path.resolve(), run=run, cohort=cohort, cohort_source=source,
+                          train=sections["train"],
+                          eval=sections["eval"], aggregator=agg, head=head, extractor=extractor, compare=compare)
+
+
+def check_structure(col: _Collector, data: dict[str, Any]) -> dict[str, Any]:
+    """Unknown or non-table tables; the fixed sections ([run], [train], [eval]) as typed models."""
     for table in data:
         if table not in ALL_TABLES:
             close = difflib.get_close_matches(table, ALL_TABLES, n=1)
@@ -150,15 +190,66 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
             col.add(table, None, "must be a table")
     sections: dict[str, Any] = {}
     for name, model in SECTIONS.items():
-        raw = data.get(name, {})
-        if name == "cohort" and name not in data:
-            col.add("cohort", None, "missing [cohort] table (set demo = true, csv = ... or annotations = ...)")
+        if name == "cohort":  # its format keys first: see check_cohort
             continue
+        raw = data.get(name, {})
         try:
             sections[name] = model.model_validate(raw if isinstance(raw, dict) else {})
         except pydantic.ValidationError as exc:
             col.pydantic(name, exc, model, f"[{name}]")
+    return sections
 
+
+def check_cohort(col: _Collector, recipe: Recipe, registries: Registries, *,
+                 check_files: bool) -> tuple[CohortSource | None, CohortSection | None]:
+    """``[cohort]``: exactly one key naming a registered cohort format, and the typed settings."""
+    table = recipe.data.get("cohort")
+    formats = [registries.cohort_formats.get(n) for n in registries.cohort_formats.names()]
+    choices = " or ".join(f"{f.key} = true" if f.value == "flag" else f'{f.key} = "..."' for f in formats)
+    if not isinstance(table, dict):
+        if "cohort" not in recipe.data:
+            col.add("cohort", None, f"missing [cohort] table (set {choices})")
+        return None, None
+    named = [k for k in table if _format(registries, k) is not None]
+    settings = {k: v for k, v in table.items() if k not in named}
+    cohort: CohortSection | None = None
+    try:
+        cohort = CohortSection.model_validate(settings)
+    except pydantic.ValidationError as exc:
+        col.pydantic("cohort", exc, CohortSection, "[cohort]")
+    if cohort is not None:
+        cohort = cohort.model_copy(update={k: _resolve_path(recipe.base_dir, getattr(cohort, k))
+                                           for k in ("slides_dir", "features_dir", "splits_file")})
+    if len(named) != 1:
+        what = f"names {len(named)} cohorts ({', '.join(named)})" if named else "names no cohort"
+        col.add("cohort", named[1] if len(named) > 1 else None, f"{what}; set exactly one of {choices}")
+        return None, cohort
+    key = named[0]
+    fmt = _format(registries, key)
+    assert fmt is not None
+    value = table[key]
+    if fmt.value == "flag":
+        if value is not True:
+            col.add("cohort", key, f"expected true (or remove the key), got {value!r}")
+            return None, cohort
+        return CohortSource(fmt, key, True), cohort
+    if not isinstance(value, str) or not value.strip():
+        col.add("cohort", key, f"expected the path of a {fmt.description or fmt.name} file, got {value!r}")
+        return None, cohort
+    path = _resolve_path(recipe.base_dir, Path(value))
+    assert path is not None
+    if check_files and not path.is_file():
+        col.add("cohort", key, f"file not found: {path}")
+    return CohortSource(fmt, key, path), cohort
+
+
+def _format(registries: Registries, key: str) -> type[CohortFormat] | None:
+    return registries.cohort_format_for(key)
+
+
+def check_model(col: _Collector, registries: Registries,
+                data: dict[str, Any]) -> tuple[Component | None, Component | None]:
+    """``[aggregator]`` and ``[head]``: registered names, valid configs, and compatible with each other."""
     components: dict[str, Component | None] = {}
     for kind, reserved in (("aggregator", AGGREGATOR_RESERVED), ("head", {"name"})):
         if not isinstance(data.get(kind), dict):
@@ -166,84 +257,73 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
             components[kind] = None
         else:
             components[kind] = _component(col, registries, kind, data[kind], reserved)
-    cohort: CohortSection | None = sections.get("cohort")
-    ext_table = data.get("extractor")
-    if ext_table is None and cohort is not None and cohort.demo:
-        ext_table = {"name": DEMO_EXTRACTOR}
-    components["extractor"] = _extractor(col, registries, ext_table) if isinstance(ext_table, dict) else None
-
     agg, head = components["aggregator"], components["head"]
-    if agg is not None:
-        agg_table = data["aggregator"]
-        init = agg_table.get("init")
-        init_recipe = agg_table.get("init_recipe")
-        freeze = agg_table.get("freeze", False)
-        if init is not None and not isinstance(init, str):
-            col.add("aggregator", "init", f"expected the path of a run dir (a string), got {init!r}")
-        elif init is not None:
-            init_path = Path(init).expanduser().resolve()  # run dirs are relative to the working dir, as output_dir
-            agg.extra["init"] = str(init_path)
-            if init_recipe is not None:
-                recipe_path = _resolve_path(recipe.base_dir, Path(str(init_recipe)))
-                agg.extra["init_recipe"] = str(recipe_path)
-                if check_files and not recipe_path.is_file():
-                    col.add("aggregator", "init_recipe", f"file not found: {recipe_path}")
-            elif check_files and not (init_path / "recipe.toml").is_file():
-                col.add("aggregator", "init", f"not a milkit run dir (no recipe.toml in {init_path}); train it "
-                        "first (e.g. `milkit run recipes/histgen_report.toml`) or set init_recipe = \"<recipe>\"")
-        elif init_recipe is not None:
-            col.add("aggregator", "init_recipe", "init_recipe needs init = \"<run dir>\" (where it writes its run)")
-        if not isinstance(freeze, bool):
-            col.add("aggregator", "freeze", f"expected true or false, got {freeze!r}")
-        elif freeze and init is None:
-            col.add("aggregator", "freeze", "freeze = true needs init = \"<run dir>\" (nothing to freeze)")
-        elif freeze:
-            agg.extra["freeze"] = True
     if agg is not None and head is not None and head.cls.requires_tokens and not agg.cls.provides_tokens:
         with_tokens = [n for n in registries.aggregators.names() if registries.aggregators.get(n).provides_tokens]
         col.add("aggregator", "name", f"head '{head.name}' needs a token sequence, which aggregator '{agg.name}' "
                 f"does not provide; aggregators that do: {', '.join(with_tokens) or '(none)'}")
-
-    if cohort is not None:
-        cohort = cohort.model_copy(update={
-            k: _resolve_path(recipe.base_dir, getattr(cohort, k))
-            for k in ("csv", "annotations", "slides_dir", "features_dir", "splits_file")
-        })
-        sections["cohort"] = cohort
-        if check_files:
-            _check_cohort_files(col, cohort, head)
-    run: RunSection | None = sections.get("run")
-    if run is not None and run.output_dir is not None:
-        sections["run"] = run.model_copy(update={"output_dir": _resolve_path(recipe.base_dir, run.output_dir)})
-    if "compare" in data:
-        from milkit.compare.config import validate_compare_table
-
-        validate_compare_table(col, registries, data["compare"])
-    if col.issues:
-        raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
-    assert agg is not None and head is not None
-    return ResolvedRecipe(
-        source=recipe.path.resolve(), run=sections["run"], cohort=sections["cohort"], train=sections["train"],
-        eval=sections["eval"], aggregator=agg, head=head, extractor=components["extractor"],
-        compare=data.get("compare"),
-    )
+    return agg, head
 
 
-def _check_cohort_files(col: _Collector, cohort: CohortSection, head: Component | None) -> None:
-    for key in ("csv", "annotations", "splits_file"):
-        path = getattr(cohort, key)
-        if path is not None and not path.is_file():
-            col.add("cohort", key, f"file not found: {path}")
-    if cohort.splits == "given" and cohort.annotations is None and cohort.splits_file is None:
-        col.add("cohort", "splits", "splits = 'given' needs splits_file = \"<run>/splits.json\" or annotations")
-    if cohort.csv is not None and cohort.csv.is_file() and head is not None:
-        with cohort.csv.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-        needed = ["slide_id", *head.cls.target_columns]
-        label_col = getattr(head.config, "label_column", None)
-        if label_col:
-            needed = ["slide_id", label_col]
-        for column in needed:
-            if column not in header:
-                col.add("cohort", "csv", f"column '{column}' (needed by head '{head.name}') is missing from "
-                        f"{cohort.csv}; columns present: {', '.join(header)}")
+def check_extractor(col: _Collector, registries: Registries, data: dict[str, Any],
+                    source: CohortSource | None) -> Component | None:
+    """``[extractor]``, or the cohort format's default extractor when the table is absent."""
+    table = data.get("extractor")
+    if table is None and source is not None and source.format.default_extractor:
+        table = {"name": source.format.default_extractor}
+    return _extractor(col, registries, table) if isinstance(table, dict) else None
+
+
+def check_transfer(col: _Collector, recipe: Recipe, agg: Component, *, check_files: bool) -> None:
+    """``[aggregator] init / init_recipe / freeze``: a run dir to copy weights from (or a recipe that makes it)."""
+    table = recipe.data["aggregator"]
+    init, init_recipe, freeze = table.get("init"), table.get("init_recipe"), table.get("freeze", False)
+    if init is not None and not isinstance(init, str):
+        col.add("aggregator", "init", f"expected the path of a run dir (a string), got {init!r}")
+    elif init is not None:
+        init_path = Path(init).expanduser().resolve()  # run dirs are relative to the working dir, as output_dir
+        agg.extra["init"] = str(init_path)
+        if init_recipe is not None:
+            recipe_path = _resolve_path(recipe.base_dir, Path(str(init_recipe)))
+            agg.extra["init_recipe"] = str(recipe_path)
+            if check_files and not recipe_path.is_file():
+                col.add("aggregator", "init_recipe", f"file not found: {recipe_path}")
+        elif check_files and not (init_path / "recipe.toml").is_file():
+            col.add("aggregator", "init", f"not a milkit run dir (no recipe.toml in {init_path}); train it "
+                    "first (e.g. `milkit run recipes/histgen_report.toml`) or set init_recipe = \"<recipe>\"")
+    elif init_recipe is not None:
+        col.add("aggregator", "init_recipe", "init_recipe needs init = \"<run dir>\" (where it writes its run)")
+    if not isinstance(freeze, bool):
+        col.add("aggregator", "freeze", f"expected true or false, got {freeze!r}")
+    elif freeze and init is None:
+        col.add("aggregator", "freeze", "freeze = true needs init = \"<run dir>\" (nothing to freeze)")
+    elif freeze:
+        agg.extra["freeze"] = True
+
+
+def check_cohort_files(col: _Collector, cohort: CohortSection, source: CohortSource, head: Component | None) -> None:
+    """The splits file, the given-splits rule, and the columns the head needs."""
+    if cohort.splits_file is not None and not cohort.splits_file.is_file():
+        col.add("cohort", "splits_file", f"file not found: {cohort.splits_file}")
+    if cohort.splits == "given" and not source.format.has_splits and cohort.splits_file is None:
+        col.add("cohort", "splits", "splits = 'given' needs splits_file = \"<run>/splits.json\" or a cohort "
+                "format that carries its split (e.g. annotations)")
+    if head is None or (isinstance(source.value, Path) and not source.value.is_file()):
+        return
+    header = source.format().columns(source.value)
+    if header is None:
+        return
+    for column in ["slide_id", *head.cls.required_columns(head.config)]:
+        if column not in header:
+            where = source.value if isinstance(source.value, Path) else f"the {source.format.name} cohort"
+            col.add("cohort", source.key, f"column '{column}' (needed by head '{head.name}') is missing from "
+                    f"{where}; columns present: {', '.join(header)}")
+
+
+def check_compare(col: _Collector, registries: Registries, data: dict[str, Any]) -> CompareSection | None:
+    """``[compare]``, typed (None when the recipe has none)."""
+    if "compare" not in data:
+        return None
+    from milkit.compare.config import validate_compare_table
+
+    return validate_compare_table(col, registries, data["compare"])

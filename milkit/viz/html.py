@@ -90,12 +90,11 @@ def _plots(plots_dir: Path, section: str) -> str:
         if item.get("section", "plots") != section:
             continue
         path = plots_dir / item["file"]
-        if item["kind"] == "table":
-            rows = json.loads(path.read_text())
-            body = [[r["slide_id"], summary.fmt(r["BLEU_4"], 3), summary.fmt(r["ROUGE_L"], 3), r["generated"],
-                     r["reference"]] for r in rows]
+        if item["kind"] == "table":  # written by PlotSink.add_table: {"header": [...], "rows": [[...]]}
+            table = json.loads(path.read_text())
+            body = [[str(cell) for cell in row] for row in table["rows"]]
             parts.append(f"<h3>{_e(item['title'])}</h3><p>{_e(item['caption'])}</p>"
-                         + table_html(["slide", "BLEU-4", "ROUGE-L", "generated", "reference"], body, "report"))
+                         + table_html([str(h) for h in table["header"]], body, "report"))
         else:
             parts.append(img_html(path, item["title"], item["caption"]))
     if section == "plots":

@@ -2,13 +2,13 @@
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 Record = dict[str, Any]
-Task = Literal["classification", "survival", "report", "unknown"]
 TEXT_COLUMNS = ("slide_id", "target", "pred", "generated", "reference", "split", "case_id")
 
 
@@ -23,18 +23,6 @@ def load_predictions(run_dir: Path) -> list[Record]:
         return []
     frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
     return frame.to_dict("records")
-
-
-def task_of(records: list[Record]) -> Task:
-    """Which head wrote the predictions, from their columns."""
-    keys = set(records[0]) if records else set()
-    if any(k.startswith("prob_") for k in keys) and {"target", "pred"} <= keys:
-        return "classification"
-    if {"time", "event", "risk"} <= keys:
-        return "survival"
-    if {"generated", "reference"} <= keys:
-        return "report"
-    return "unknown"
 
 
 def eval_split(records: list[Record]) -> str | None:
@@ -80,3 +68,35 @@ def load_splits_summary(run_dir: Path) -> list[dict[str, int]]:
     if not path.is_file():
         return []
     return [{part: len(ids) for part, ids in fold.items()} for fold in json.loads(path.read_text())["folds"]]
+
+
+@dataclass
+class RunView:
+    """A finished run dir as :meth:`milkit.Head.plots` sees it.
+
+    Attributes:
+        run_dir: the run dir.
+        metrics: ``metrics.json`` ({} when unreadable).
+        records: every row of ``predictions.csv``.
+        split: the evaluation split the plots show (``test``, else ``val``).
+    """
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    records: list[Record]
+    split: str
+
+    @property
+    def rows(self) -> list[Record]:
+        """Records of the evaluation split, every fold."""
+        return of_split(self.records, self.split)
+
+    @property
+    def pooled(self) -> str:
+        """``"test split"`` or ``"test split, 5 folds pooled"``, for captions."""
+        n_folds = len({int(r["fold"]) for r in self.rows})
+        return f"{self.split} split" + (f", {n_folds} folds pooled" if n_folds > 1 else "")
+
+    def fold_rows(self, fold: int, split: str | None = None) -> list[Record] | None:
+        """Records of ``split`` (default: the evaluation split) for ``fold``; see :func:`fold_records`."""
+        return fold_records(self.run_dir, fold, split or self.split)

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from milkit.commands.demo import register, summarise
+from milkit.demo.command import register, summarise
 from milkit.demo import make_demo_cohort
 
 

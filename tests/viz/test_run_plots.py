@@ -4,7 +4,6 @@ import json
 
 from vizhelpers import assert_sensible_png, fake_run
 
-from milkit.viz.run_heatmaps import pick_slides
 from milkit.viz.run_plots import write_run_plots
 
 
@@ -47,10 +46,10 @@ def test_report_runs_get_a_table_not_an_image(tmp_path, registries):
     run = fake_run(tmp_path, "report")
     files = write_run_plots(run, heatmaps=0, registries=registries)
     table = json.loads((run / "plots" / "report_samples.json").read_text())
-    assert run / "plots" / "report_samples.json" in files and len(table) == 9
-    for row in table:
-        assert {"slide_id", "generated", "reference", "BLEU_4", "ROUGE_L"} <= set(row)
-        assert (row["ROUGE_L"] == 1.0) == (row["generated"] == row["reference"])
+    assert run / "plots" / "report_samples.json" in files and len(table["rows"]) == 9
+    assert table["header"] == ["slide", "BLEU-4", "ROUGE-L", "generated", "reference"]
+    for slide, _, rouge, generated, reference in table["rows"]:
+        assert (float(rouge) == 1.0) == (generated == reference), slide
 
 
 def test_broken_run_dir_gives_notes_not_exceptions(tmp_path, registries):
@@ -62,12 +61,3 @@ def test_broken_run_dir_gives_notes_not_exceptions(tmp_path, registries):
     assert files[-1].name == "index.json"
     assert any(n.startswith("metrics.json") for n in notes) and any(n.startswith("ROC") for n in notes)
     assert any(n.startswith("heatmaps") for n in notes)  # no checkpoint in a hand-made run
-
-
-def test_pick_slides_is_diverse():
-    cls = [{"slide_id": f"s{i}", "target": "a", "pred": p, "prob_a": pa, "prob_b": 1 - pa}
-           for i, (p, pa) in enumerate([("a", 0.9), ("a", 0.95), ("b", 0.3), ("b", 0.1), ("a", 0.6)])]
-    assert [s for s, _ in pick_slides(cls, 3)] == ["s1", "s3", "s0"]  # best 'a', best 'b', next most confident
-    surv = [{"slide_id": f"s{i}", "risk": r, "time": 1.0, "event": 1} for i, r in enumerate([0.1, 2.0, -1.0, 0.5])]
-    picked = pick_slides(surv, 3)
-    assert [s for s, _ in picked] == ["s1", "s0", "s2"] and "highest" in picked[0][1]

@@ -72,7 +72,7 @@ def fake_run(root: Path, task: str, *, folds: int = 1, train_records: bool = Tru
     run = root / f"fake_{task}"
     run.mkdir(parents=True)
     csv_path = write_synthetic_cohort(root / "cohort")
-    head = {"classification": "classification", "survival": "cox", "report": "classification"}[task]
+    head = {"classification": "classification", "survival": "cox", "report": "report"}[task]
     (run / "recipe.toml").write_text(RECIPE.format(name=f"fake {task}", csv=csv_path, agg="abmil", head=head, epochs=4))
     preds, fold_results, splits = [], [], []
     for fold in range(folds):

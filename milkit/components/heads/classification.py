@@ -1,6 +1,6 @@
 """Slide classification (cancer subtyping): cross-entropy head with scikit-learn metrics."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +11,10 @@ from torch import Tensor, nn
 from milkit.aggregator import AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.head import Head, HeadOutput, Row
+
+if TYPE_CHECKING:
+    from milkit.viz.rundata import RunView
+    from milkit.viz.sink import PlotSink
 
 
 class ClassificationConfig(ComponentConfig):
@@ -42,6 +46,14 @@ class Classification(Head):
         self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(in_dim, len(self.classes)))
         weights = target_state.get("class_weights")
         self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float32) if weights else None)
+
+    @classmethod
+    def required_columns(cls, config: ClassificationConfig) -> tuple[str, ...]:
+        return (config.label_column,)
+
+    @classmethod
+    def stratify_column(cls, config: ClassificationConfig) -> str | None:
+        return config.label_column
 
     @classmethod
     def fit_targets(cls, config: ClassificationConfig, train_rows: list[Row]) -> dict[str, Any]:
@@ -96,3 +108,24 @@ class Classification(Head):
         if self.config.n_boot and records:  # <metric>_ci95: [low, high], stratified bootstrap
             out.update(classification_ci(records, self.classes, n_boot=self.config.n_boot))
         return out
+
+    @classmethod
+    def plots(cls, run: "RunView", sink: "PlotSink") -> None:
+        """ROC curves and the confusion matrix of the evaluation split."""
+        from milkit.viz.task_plots import draw_classification_plots
+
+        draw_classification_plots(run, sink)
+
+    @classmethod
+    def heatmap_slides(cls, records: list[Row], n: int) -> list[tuple[str, str]]:
+        """The most confident slide of each predicted class, then the next most confident."""
+        def conf(r: Row) -> float:
+            return float(r[f"prob_{r['pred']}"])
+
+        ranked = sorted(records, key=conf, reverse=True)
+        firsts: dict[str, Row] = {}
+        for r in ranked:
+            firsts.setdefault(str(r["pred"]), r)
+        order = list(firsts.values()) + [r for r in ranked if all(r is not f for f in firsts.values())]
+        return [(str(r["slide_id"]), f"true {r['target']}, predicted {r['pred']} (p = {conf(r):.2f})")
+                for r in order][:n]

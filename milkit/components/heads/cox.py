@@ -2,7 +2,7 @@
 
 import logging
 import math
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -13,6 +13,11 @@ from milkit.aggregator import AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.head import Head, HeadOutput, Row
 from milkit.components.heads.cox_loss import cox_partial_log_likelihood
+from milkit.head import SAMPLE_WEIGHT
+
+if TYPE_CHECKING:
+    from milkit.viz.rundata import RunView
+    from milkit.viz.sink import PlotSink
 
 log = logging.getLogger("milkit")
 
@@ -50,9 +55,9 @@ class CoxSurvival(Head):
     target_columns = ("time", "event")
     monitor = "c_index"
     monitor_mode = "max"
-    uses_train_records: ClassVar[bool] = True  # the trainer passes train-split records to metrics
+    uses_train_records = True  # the Breslow baseline of the integrated Brier score and calibration
+    loss_is_global = True  # the likelihood's risk sets span the global batch (all ranks)
     min_batch_size: ClassVar[int] = 8
-    loss_is_global: ClassVar[bool] = True  # under torchrun the likelihood spans the global batch (all ranks)
 
     def __init__(self, config: CoxConfig, *, in_dim: int, target_state: dict[str, Any]) -> None:
         super().__init__(config, in_dim=in_dim, target_state=target_state)
@@ -79,6 +84,10 @@ class CoxSurvival(Head):
                             + ", ".join(bad_event[:5]) + (" ..." if len(bad_event) > 5 else ""))
         return problems
 
+    @classmethod
+    def stratify_column(cls, config: CoxConfig) -> str | None:
+        return "event"
+
     def collate_targets(self, rows: list[Row]) -> dict[str, Tensor]:
         time = torch.tensor([float(r["time"]) for r in rows], dtype=torch.float32)          # b
         event = torch.tensor([float(r["event"]) for r in rows], dtype=torch.float32)        # b
@@ -95,7 +104,7 @@ class CoxSurvival(Head):
                 log.warning("cox head: a training batch holds %d bag(s); the partial likelihood compares bags "
                             "within a batch, so set [train] batch_size >= %d", risk.shape[0], self.min_batch_size)
         time, event = targets["time"], targets["event"]
-        weight = targets.get("sample_weight")
+        weight = targets.get(SAMPLE_WEIGHT)
         if self.training and distributed.active():  # risk sets over the global batch, not per rank
             risk, time, event = (distributed.all_gather_with_grad(t) for t in (risk, time, event))
             weight = distributed.all_gather_with_grad(weight) if weight is not None else None
@@ -114,3 +123,23 @@ class CoxSurvival(Head):
 
         return survival_metrics(records, train_records=train_records, horizons=self.config.horizons,
                                 n_boot=self.config.n_boot)
+
+    @classmethod
+    def plots(cls, run: "RunView", sink: "PlotSink") -> None:
+        """Kaplan-Meier curves by predicted risk group, and calibration."""
+        from milkit.viz.task_plots import draw_survival_plots
+
+        draw_survival_plots(run, sink)
+
+    @classmethod
+    def heatmap_slides(cls, records: list[Row], n: int) -> list[tuple[str, str]]:
+        """The highest, median and lowest predicted risk."""
+        ranked = sorted(records, key=lambda r: float(r["risk"]), reverse=True)
+        chosen: list[tuple[str, str]] = []
+        for i, what in ((0, "highest"), (len(ranked) // 2, "median"), (len(ranked) - 1, "lowest")):
+            r = ranked[i]
+            event = "event" if int(float(r["event"])) else "censored"
+            if all(str(r["slide_id"]) != s for s, _ in chosen):
+                chosen.append((str(r["slide_id"]),
+                               f"{what} predicted risk ({float(r['risk']):.3g}); time {r['time']}, {event}"))
+        return chosen[:n]
