@@ -290,11 +290,14 @@ def timing_plan(S: Suite) -> dict[str, Any]:
     return {"warmup": 3, "reps": 10, "cap_s": 4.0} if S.cuda else {"warmup": 1, "reps": 2, "cap_s": 3.0}
 
 
-def maybe_profile(S: Suite, case: str, step: Callable[[], Any], rows: list[dict], steps: int = 3) -> None:
+def maybe_profile(S: Suite, case: str, step: Callable[[], Any], rows: list[dict], steps: int = 3,
+                  est_s: float | None = None) -> None:
     """torch.profiler summary of ``step`` when a row of ``case`` missed its target on CUDA; on the
-    CPU in quick mode, once, as a smoke test of this code path."""
+    CPU in quick mode, once, on the first case cheaper than 0.5 s a step, as a smoke test of this
+    code path."""
     missed = [r for r in rows if r and r["met"] == "no"]
-    smoke = not S.cuda and S.quick and not S.smoke_profiled and not S.args.no_profile
+    smoke = (not S.cuda and S.quick and not S.smoke_profiled and not S.args.no_profile
+             and est_s is not None and est_s < 0.5)
     if not (missed or S.args.profile_all and S.cuda or smoke) or S.args.no_profile:
         return
     if len(S.profiles) >= S.args.max_profiles:
@@ -479,7 +482,7 @@ def bench_train(S: Suite, label: str, aggregator: str, head: str, agg_kw: dict |
                            ("<=", tg[0]) if tg else None, m["note"], {"times_s": m["times_s"], "first_s": m["first_s"]})
                 r2 = S.add(f"{label} train peak memory", n_label(n), dname, None if peak is None else peak / MiB, "MiB",
                            ("<=", tg[1] * 1024) if tg else None, "" if peak is not None else "skipped: deadline")
-                maybe_profile(S, case, step, [r1, r2])
+                maybe_profile(S, case, step, [r1, r2], est_s=m["median_s"])
             except Exception as exc:
                 S.error(case, exc)
             finally:

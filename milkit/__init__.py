@@ -1,6 +1,7 @@
 """milkit: plugin-based multiple-instance learning for computational pathology."""
 
 from milkit.aggregator import Aggregator, AggregatorOutput
+from milkit.cohort_format import CohortFormat
 from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
 from milkit.extractor import Extractor
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregator",
     "AggregatorOutput",
+    "CohortFormat",
     "ComponentConfig",
     "Extractor",
     "Head",

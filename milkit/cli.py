@@ -31,11 +31,11 @@ def make_app(pm: pluggy.PluginManager | None = None) -> typer.Typer:
 
 def register_commands(pm: pluggy.PluginManager, app: typer.Typer) -> list[str]:
     """Call each plugin's ``milkit_register_commands`` on ``app``; return the problems met."""
-    from milkit.plugins import describe_plugin
+    from milkit.plugins import describe_plugin, in_call_order
 
     problems: list[str] = []
     hook = pm.hook.milkit_register_commands
-    for impl in sorted(hook.get_hookimpls(), key=_builtin_first):  # milkit's own commands first
+    for impl in in_call_order(hook.get_hookimpls()):  # milkit's own commands first
         provider = describe_plugin(pm, impl.plugin_name)
         before = list(app.registered_commands)
         others = [p for _, p in pm.list_name_plugin() if p is not impl.plugin and p is not None]
@@ -55,12 +55,6 @@ def register_commands(pm: pluggy.PluginManager, app: typer.Typer) -> list[str]:
                             f"its version was ignored. Rename it, or disable one with MILKIT_DISABLE_PLUGINS")
             app.registered_commands[:] = before + [c for c in added if c not in clashes]
     return problems
-
-
-def _builtin_first(impl: pluggy.HookImpl) -> int:
-    from milkit.plugins import BUILTIN_PLUGINS
-
-    return BUILTIN_PLUGINS.index(impl.plugin_name) if impl.plugin_name in BUILTIN_PLUGINS else len(BUILTIN_PLUGINS)
 
 
 def _command_name(info: Any) -> str:

@@ -125,6 +125,15 @@ def _drop_unknown_hooks(pm: pluggy.PluginManager, problems: list[str]) -> None:
             pm.unregister(exc.plugin)
 
 
+def in_call_order(impls: list[pluggy.HookImpl]) -> list[pluggy.HookImpl]:
+    """A hook's implementations in the order milkit calls them one by one: its built-in plugins
+    first, in ``BUILTIN_PLUGINS`` order, then entry-point plugins in the order they were loaded."""
+    builtin = sorted((i for i in impls if i.plugin_name in BUILTIN_PLUGINS),
+                     key=lambda i: BUILTIN_PLUGINS.index(i.plugin_name))
+    others = [i for i in impls if i.plugin_name not in BUILTIN_PLUGINS]
+    return builtin + others
+
+
 def load_problems(pm: pluggy.PluginManager) -> list[str]:
     """Problems met while loading plugins into ``pm`` (failed imports, unknown hooks)."""
     return list(getattr(pm, _PROBLEMS_ATTR, []))

@@ -146,7 +146,7 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
     A plugin whose hook raises, or returns something invalid, is recorded in
     ``problems`` (and skipped); the other plugins' components are still registered.
     """
-    from milkit.plugins import describe_plugin, load_problems
+    from milkit.plugins import describe_plugin, in_call_order, load_problems
 
     regs = Registries()
     regs.problems.extend(load_problems(pm))
@@ -157,7 +157,7 @@ def build_registries(pm: pluggy.PluginManager) -> Registries:
         (pm.hook.milkit_register_cohort_formats, regs.cohort_formats),
     )
     for hook, registry in hooks:
-        for impl in reversed(hook.get_hookimpls()):  # registration order: builtins first
+        for impl in in_call_order(hook.get_hookimpls()):  # milkit's own first: a later duplicate is refused
             provider = describe_plugin(pm, impl.plugin_name)
             try:
                 classes = _call_one(pm, hook.name, impl)

@@ -31,7 +31,8 @@ def _section(name: str) -> str:
 
 
 def test_every_spec_is_a_pluggy_hookspec_with_a_docstring() -> None:
-    assert HOOKS == ["milkit_register_aggregators", "milkit_register_extractors", "milkit_register_heads"]
+    assert HOOKS == ["milkit_register_aggregators", "milkit_register_cohort_formats", "milkit_register_commands",
+                     "milkit_register_extractors", "milkit_register_heads"]
     pm = get_plugin_manager(autoload=False)
     for name in HOOKS:
         assert getattr(pm.hook, name).has_spec(), name
@@ -106,3 +107,45 @@ def test_hook_milkit_register_extractors() -> None:
             return [Blank]
 
     assert _with(Plugin()).extractors.get("blank") is Blank
+
+
+def test_hook_milkit_register_cohort_formats(tmp_path: Path) -> None:
+    from milkit.cohort_format import CohortFormat
+    from milkit.data.cohort import Cohort
+
+    class Listing(CohortFormat):
+        name = "slide-listing"
+        key = "listing"
+        description = "a text file with one slide id per line"
+
+        def load(self, value, *, slides_dir=None) -> Cohort:
+            ids = Path(value).read_text().split()
+            return Cohort([{"slide_id": s, "case_id": s} for s in ids], Path(value))
+
+    class Plugin:
+        @hookimpl
+        def milkit_register_cohort_formats(self) -> list[type]:
+            return [Listing]
+
+    regs = _with(Plugin())
+    assert regs.cohort_format_for("listing") is Listing and regs.cohort_formats.provider("slide-listing").plugin == "inline"
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    assert [r["slide_id"] for r in Listing().load(tmp_path / "ids.txt").rows] == ["a", "b"]
+
+
+def test_hook_milkit_register_commands() -> None:
+    import typer
+
+    from milkit.cli import register_commands
+
+    class Plugin:
+        @hookimpl
+        def milkit_register_commands(self, app: typer.Typer) -> None:
+            @app.command("ping")
+            def ping() -> None: ...
+
+    pm = get_plugin_manager(autoload=False)
+    pm.register(Plugin(), name="inline")
+    app = typer.Typer()
+    assert register_commands(pm, app) == []
+    assert "ping" in [c.name for c in app.registered_commands]

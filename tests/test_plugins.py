@@ -159,7 +159,8 @@ def test_misspelt_hook_unloads_the_plugin_and_names_the_valid_hooks(fake_dist: C
     assert pm.get_plugin("typo") is None
     assert only(load_problems(pm), "'typo'") == (
         "plugin 'typo' (distribution milkit-typo 0.3.1) implements unknown hook(s) milkit_register_aggregator and was "
-        "not loaded; milkit's hooks are: milkit_register_aggregators, milkit_register_extractors, milkit_register_heads. "
+        "not loaded; milkit's hooks are: milkit_register_aggregators, milkit_register_cohort_formats, "
+            "milkit_register_commands, milkit_register_extractors, milkit_register_heads. "
         "Fix the hook name, or disable it with MILKIT_DISABLE_PLUGINS=typo"
     )
 

@@ -81,10 +81,15 @@ def test_predict_records_and_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     assert refs == base_refs == [r["reference"] for r in beam] and meteor and not base_meteor
     assert base == [head.target_state["most_common_report"]] * len(beam)  # the always-the-same-report baseline
     calls.clear()
-    with head.validation():  # per-epoch model selection: greedy decoding, no METEOR JVM, no baseline
+    with head.validation():  # per-epoch model selection decodes greedily
         assert head._decoding == head.config.val_decoding
-        head.metrics(beam)
+    assert head._decoding is None
+    assert head.validation_metrics(beam) == {"BLEU_4": 0.5, "n_truncated": 1}  # no METEOR JVM, no baseline
     assert [c[2] for c in calls] == [False]
+    calls.clear()
+    with head.validation():  # no hidden mode: metrics() is the full set wherever it is called
+        assert head.metrics(beam) == scores
+    assert [c[2] for c in calls] == [True, False]
 
 
 def test_the_memory_is_shared_with_the_aggregator() -> None:
