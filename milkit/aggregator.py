@@ -47,6 +47,10 @@ class Aggregator(nn.Module):
     """True if ``forward`` fills ``tokens``/``token_mask`` (needed by heads with ``requires_tokens``)."""
     permutation_invariant: ClassVar[bool] = True
     """Reordering a bag's patches leaves the outputs unchanged (checked by the conformance kit)."""
+    config: ComponentConfig
+    """The validated ``[aggregator]`` table."""
+    in_dim: int
+    """D, the width of the patch features it was built for."""
     out_dim: int
     """E, the width of ``embedding`` (and of ``tokens``); set in ``__init__``."""
 

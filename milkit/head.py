@@ -76,6 +76,13 @@ class Head(nn.Module):
     """Record field holding generated text (report heads); ``milkit generate`` reads it. None: the
     head generates no text."""
 
+    config: ComponentConfig
+    """The validated ``[head]`` table."""
+    in_dim: int
+    """E, the aggregator's ``out_dim``."""
+    target_state: dict[str, Any]
+    """What ``fit_targets`` learnt from the training split (saved with the run)."""
+
     def __init__(self, config: ComponentConfig, *, in_dim: int, target_state: dict[str, Any]) -> None:
         super().__init__()
         self.config = config

@@ -169,13 +169,14 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run_dir)
     try:
-        return _run(recipe, run_dir, resume=resume, progress=progress, console=console)
+        return _run(recipe, registries, run_dir, resume=resume, progress=progress, console=console)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool, console: Any) -> Path:
+def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resume: bool, progress: bool,
+         console: Any) -> Path:
     started = time.time()
     main = distributed.is_main()
     if main:
@@ -202,7 +203,7 @@ def _run(recipe: ResolvedRecipe, run_dir: Path, *, resume: bool, progress: bool,
     if main:
         save_json(run_dir / "metrics.json", metrics)
         _write_predictions(run_dir / "predictions.csv", predictions)
-        write_visuals(run_dir)
+        write_visuals(run_dir, registries)
     distributed.barrier()
     log.info("run finished in %.1f s: %s", time.time() - started, run_dir)
     return run_dir
@@ -251,13 +252,13 @@ def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[st
     return result
 
 
-def write_visuals(run_dir: Path) -> None:
+def write_visuals(run_dir: Path, registries: Registries | None = None) -> None:
     """plots/ and report.html; a failure here is logged and never costs the run's results."""
     from milkit.viz import write_run_plots, write_run_report
 
     try:
-        write_run_plots(run_dir)
-        path = write_run_report(run_dir)
+        write_run_plots(run_dir, registries=registries)
+        path = write_run_report(run_dir, registries=registries)
         log.info("report: %s", path)
     except Exception as exc:  # noqa: BLE001 - the metrics are already written
         log.warning("could not write plots/report.html for %s: %s: %s", run_dir, type(exc).__name__, exc)

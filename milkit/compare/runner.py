@@ -81,7 +81,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         try:
             from milkit.viz import write_compare_report
 
-            log.info("report: %s", write_compare_report(out_dir))
+            log.info("report: %s", write_compare_report(out_dir, registries=registries))
         except Exception as exc:  # noqa: BLE001 - the table is already written
             log.warning("could not write report.html for %s: %s: %s", out_dir, type(exc).__name__, exc)
         return out_dir

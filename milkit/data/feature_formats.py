@@ -125,9 +125,9 @@ def _slideflow(path: Path, index: Path, features: np.ndarray, mpp: float | None)
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"cannot read {config_path}: {exc}") from exc
-        extractor = config.get("extractor")
-        if isinstance(extractor, dict) and extractor.get("class"):
-            attrs["extractor"] = extractor["class"]
+        encoder_info = config.get("extractor")  # slideflow's description of its encoder
+        if isinstance(encoder_info, dict) and encoder_info.get("class"):
+            attrs["extractor"] = encoder_info["class"]
         for key, name in (("tile_px", "tile_size_px"), ("tile_um", "tile_um")):
             if config.get(key) is not None:
                 attrs[name] = config[key]
