@@ -1,9 +1,9 @@
 """Shared fixtures: the ../shared data folder (skipped cleanly when absent), fresh plugin managers, one
 torch thread for the tiny-model folders."""
 
-from pathlib import Path
-
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +11,27 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def _histgen_disabled() -> bool:
+    from milkit.plugins import RENAMED_PLUGINS
+
+    blocked = {s.strip() for s in os.environ.get("MILKIT_DISABLE_PLUGINS", "").split(",")}
+    return "milkit.histgen" in {RENAMED_PLUGINS.get(name, name) for name in blocked}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "histgen: needs the bundled HistGen plugin (skipped when it is disabled)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``MILKIT_DISABLE_PLUGINS=milkit.histgen`` the HistGen tests are skipped, everything else runs."""
+    if not _histgen_disabled():
+        return
+    skip = pytest.mark.skip(reason="the HistGen plugin is disabled (MILKIT_DISABLE_PLUGINS=milkit.histgen)")
+    for item in items:
+        if "histgen" in item.keywords or Path(str(item.path)).is_relative_to(REPO / "tests" / "histgen"):
+            item.add_marker(skip)
 
 
 ONE_THREAD_FOLDERS = ("extract", "components/extractors", "histgen")

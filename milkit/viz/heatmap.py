@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import matplotlib
 import numpy as np
@@ -117,13 +117,17 @@ def _canvas(slide_path: Path | None, coords: np.ndarray, ps: float, width: int |
     else:
         notes.append("no slide file given; rendered on a blank canvas sized from the patch coordinates")
     if reader is not None:
-        w0, h0 = reader.dimensions
-        if level is not None and not 0 <= level < reader.level_count:
-            raise DataError(f"{slide_path}: level {level} does not exist (the slide has {reader.level_count} "
-                            f"levels, 0..{reader.level_count - 1})")
-        ds = float(reader.level_downsamples[level]) if level is not None else max(1.0, w0 / (width or 1024))
-        _check_size(w0 / ds, h0 / ds)
-        img = reader.read_downsampled(ds)
+        try:
+            w0, h0 = reader.dimensions
+            if level is not None and not 0 <= level < reader.level_count:
+                raise DataError(f"{slide_path}: level {level} does not exist (the slide has {reader.level_count} "
+                                f"levels, 0..{reader.level_count - 1})")
+            ds = float(reader.level_downsamples[level]) if level is not None else max(1.0, w0 / (width or 1024))
+            _check_size(w0 / ds, h0 / ds)
+            img = reader.read_downsampled(ds)
+        except BaseException:
+            reader.close()  # the caller only gets the reader on success
+            raise
         return img, (img.shape[1] / w0, img.shape[0] / h0), reader
     if level is not None:
         notes.append(f"--level {level} needs the slide file; used width {width or 1024} instead")
@@ -171,6 +175,18 @@ def render_heatmap(slide_path: Path | str | None, coords: np.ndarray, scores: np
     ps = float(patch_size_level0)
     path = Path(slide_path) if slide_path is not None else None
     background, scale, reader = _canvas(path, coords, ps, width, level, notes)
+    try:
+        return _render(background, scale, reader, coords, scores, ps, out_png, top_k=top_k, cmap=cmap, alpha=alpha,
+                       normalise=normalise, title=title, notes=notes, start=start)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _render(background: np.ndarray, scale: tuple[float, float], reader: Any, coords: np.ndarray, scores: np.ndarray,
+            ps: float, out_png: Path | str, *, top_k: int, cmap: str, alpha: float, normalise: Normalise,
+            title: str | None, notes: list[str], start: float) -> HeatmapResult:
+    """Overlay, colour bar and top/bottom tiles on a background from :func:`_canvas`."""
     grid, covered = rasterise(coords, normalise_scores(scores, normalise), ps, scale, background.shape[:2])
     colours = matplotlib.colormaps[cmap](grid)[..., :3] * 255                       # h w 3
     overlay = background.astype(np.float32)
@@ -190,7 +206,6 @@ def render_heatmap(slide_path: Path | str | None, coords: np.ndarray, scores: np
 
         tiles_png = out_png.with_name(out_png.stem + "_tiles.png")
         save_tile_strip(reader, top, bottom, round(ps), tiles_png)
-        reader.close()
     elif k:
         notes.append("top/bottom tiles need the slide file; none written")
     for note in notes:

@@ -106,3 +106,46 @@ def test_bad_inputs_are_reported(tmp_path):
     res = render_heatmap(tmp_path / "missing.svs", coords, scores, None, tmp_path / "m.png", width=300, top_k=0)
     assert any("slide file unavailable" in n for n in res.notes) and any("inferred 256" in n for n in res.notes)
     assert png_array(res.png).shape[0] >= 300
+
+
+class _CountingReader:
+    """A stand-in slide reader that records whether it was closed."""
+
+    dimensions = (448, 448)
+    level_count = 1
+    level_downsamples = (1.0,)
+
+    def __init__(self, fail_read: bool = False) -> None:
+        self.closed, self.fail_read = False, fail_read
+
+    def read_downsampled(self, ds: float) -> np.ndarray:
+        if self.fail_read:
+            raise DataError("corrupt tile")
+        return np.full((int(448 / ds), int(448 / ds), 3), 200, dtype=np.uint8)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("kwargs", "fail_read", "raises"), [
+    ({"level": 3}, False, "level 3 does not exist"),          # refused after opening
+    ({"level": 0, "dimensions": (10**6, 10**6)}, False, "too large"),  # refused after opening
+    ({}, True, "corrupt tile"),                             # the read itself fails
+    ({"top_k": 0}, False, None),                            # no tile strip: closed all the same
+    ({"cmap": "jet"}, False, None),                         # the normal path
+])
+def test_the_slide_reader_is_closed_on_every_path(tmp_path, monkeypatch, kwargs, fail_read, raises):
+    import milkit.slides
+
+    reader = _CountingReader(fail_read)
+    reader.dimensions = kwargs.pop("dimensions", reader.dimensions)
+    monkeypatch.setattr(milkit.slides, "open_slide", lambda path: reader)
+    monkeypatch.setattr("milkit.viz.tiles.save_tile_strip", lambda *a, **k: None)
+    coords = np.array([[0, 0], [224, 0], [0, 224], [224, 224]])
+    args = (tmp_path / "slide.svs", coords, np.arange(4.0), 224, tmp_path / "h.png")
+    if raises:
+        with pytest.raises(DataError, match=raises):
+            render_heatmap(*args, **kwargs)
+    else:
+        render_heatmap(*args, **kwargs)
+    assert reader.closed
