@@ -22,6 +22,7 @@ def _plugin(**hooks) -> types.ModuleType:
     return module
 
 
+@pytest.mark.histgen
 def test_milkit_commands_come_first_then_the_bundled_plugins():
     names = _names(make_app(get_plugin_manager(autoload=False)))
     assert names[:3] == ["run", "validate", "plugins"]

@@ -8,7 +8,9 @@ import typer
 from milkit.registry import Registries
 from milkit.testing.report import CheckReport
 
-KINDS = ("extractor", "aggregator", "head")
+KINDS = ("extractor", "aggregator", "head", "cohort_format")
+CHECKED = ("extractor", "aggregator", "head")
+"""The kinds the conformance kit checks (a cohort format has no tensors to check)."""
 
 
 def component_rows(regs: Registries) -> list[dict[str, str]]:
@@ -53,7 +55,8 @@ def register(app: typer.Typer) -> None:
         for problem in regs.problems:
             typer.echo(f"warning: {problem}", err=True)
         rows = component_rows(regs)
-        reports = {(r["kind"], r["name"]): check_component(regs, r["kind"], r["name"]) for r in rows} if check else {}
+        reports = {(r["kind"], r["name"]): check_component(regs, r["kind"], r["name"])
+                   for r in rows if r["kind"] in CHECKED} if check else {}
         if as_json:
             typer.echo(json.dumps(_as_json(rows, reports, regs.problems), indent=2))
         else:

@@ -15,7 +15,8 @@ from milkit import __version__
 from milkit.commands import plugins
 
 _counter = itertools.count()
-ONLY_FAKE = "milkit.components.extractors,milkit.components.aggregators,milkit.components.heads,milkit.histgen,dsmil"
+ONLY_FAKE = ("milkit.components.extractors,milkit.components.aggregators,milkit.components.heads,milkit.histgen,"
+             "milkit.data.csv_format,milkit.demo,dsmil")
 FAKE_SOURCE = """
 import torch
 from milkit import hookimpl
@@ -88,7 +89,9 @@ def test_json_lists_every_component_and_load_problems(app: typer.Typer, fake_dis
     data = json.loads(result.stdout)
     assert {"kind": "aggregator", "name": "good_pool", "plugin": "fake", "distribution": "milkit-fake",
             "version": "0.3.1"} in data["components"]
-    assert {"aggregator", "head"} <= {c["kind"] for c in data["components"]}
+    assert {"aggregator", "head", "cohort_format"} <= {c["kind"] for c in data["components"]}
+    assert {"kind": "cohort_format", "name": "csv", "plugin": "milkit.data.csv_format", "distribution": "milkit",
+            "version": __version__} in data["components"]
     problem = next(p for p in data["problems"] if "'broken'" in p)
     assert "(distribution milkit-broken 0.3.1) failed to load: ImportError: needs openslide 9" in problem
     assert f"warning: {problem}" in result.stderr

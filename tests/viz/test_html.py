@@ -4,6 +4,8 @@ import base64
 import io
 import re
 
+import pytest
+
 from PIL import Image
 from vizhelpers import fake_run
 
@@ -46,6 +48,7 @@ def test_several_folds_show_mean_and_std(tmp_path, registries):
     assert "fold 0, test: ibs: NaN" in page                    # metric warnings are shown as notes
 
 
+@pytest.mark.histgen
 def test_text_is_escaped_and_failures_are_notes(tmp_path, registries):
     run = fake_run(tmp_path, "report")
     (run / "recipe.toml").write_text('[run]\nname = "<script>alert(1)</script>"\n')  # cannot be validated

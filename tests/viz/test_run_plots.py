@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from vizhelpers import assert_sensible_png, fake_run
 
 from milkit.viz.run_plots import write_run_plots
@@ -42,6 +44,7 @@ def test_survival_without_train_records_falls_back_to_val_and_says_so(tmp_path, 
     assert any(n.startswith("calibration") for n in index["notes"])
 
 
+@pytest.mark.histgen
 def test_report_runs_get_a_table_not_an_image(tmp_path, registries):
     run = fake_run(tmp_path, "report")
     files = write_run_plots(run, heatmaps=0, registries=registries)
