@@ -357,14 +357,11 @@ def profile_summary(S: Suite, step: Callable[[], Any], steps: int) -> dict[str, 
             k[1] += 1
         launches = sum(1 for e in events if getattr(e, "device_type", None) == DeviceType.CPU
                        and e.name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"))
-        total = sum(v[0] for v in kern.values()) or 1.0
         out.update(kernels_per_step=round(n_kernels / steps, 1), copies_per_step=round(n_copies / steps, 1),
                    launch_calls_per_step=round(launches / steps, 1),
                    gpu_busy_ms_per_step=round(busy_us / steps / 1e3, 3),
                    gpu_busy_fraction=round(busy_us / steps / 1e6 / wall, 3) if wall else None,
-                   top=[{"name": n, "ms_per_step": round(v[0] / steps / 1e3, 4), "calls_per_step": round(v[1] / steps, 1),
-                         "share": round(v[0] / total, 4)}
-                        for n, v in sorted(kern.items(), key=lambda kv: -kv[1][0])[:10]])
+                   top=top10(kern, steps))
     else:
         ops: dict[str, list[float]] = {}
         n_ops = 0
@@ -375,12 +372,16 @@ def profile_summary(S: Suite, step: Callable[[], Any], steps: int) -> dict[str, 
             k = ops.setdefault(e.name, [0.0, 0])
             k[0] += float(e.self_cpu_time_total)
             k[1] += 1
-        total = sum(v[0] for v in ops.values()) or 1.0
         out.update(ops_per_step=round(n_ops / steps, 1),
-                   top=[{"name": n, "ms_per_step": round(v[0] / steps / 1e3, 4), "calls_per_step": round(v[1] / steps, 1),
-                         "share": round(v[0] / total, 4)}
-                        for n, v in sorted(ops.items(), key=lambda kv: -kv[1][0])[:10]])
+                   top=top10(ops, steps))
     return out
+
+
+def top10(acc: dict[str, list[float]], steps: int) -> list[dict[str, Any]]:
+    """The 10 names with the most time in ``acc`` ({name: [total us, calls]}), per step."""
+    total = sum(v[0] for v in acc.values()) or 1.0
+    return [{"name": n, "ms_per_step": round(v[0] / steps / 1e3, 4), "calls_per_step": round(v[1] / steps, 1),
+             "share": round(v[0] / total, 4)} for n, v in sorted(acc.items(), key=lambda kv: -kv[1][0])[:10]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,15 +397,15 @@ def bags(n: int, b: int, dev: torch.device):
                 xy.expand(b, n, 2).to(dev))
 
 
-def report_target_state() -> dict[str, Any]:
+def report_target_state(max_len: int = T) -> dict[str, Any]:
     """A 2000-word tokenizer and 100-token reports, as bench_histgen.py builds them."""
     from milkit.histgen.tokenizer import Tokenizer
 
     tok = Tokenizer({1: "<unk>", **{i: f"w{i}" for i in range(2, VOCAB + 1)}})
-    return {"tokenizer": tok.to_dict(), "max_seq_length": T}
+    return {"tokenizer": tok.to_dict(), "max_seq_length": max_len}
 
 
-def build_mil(S: Suite, aggregator: str, head: str, agg_kw: dict | None = None):
+def build_mil(S: Suite, aggregator: str, head: str, agg_kw: dict | None = None, max_len: int = T):
     from milkit.model import MILModel
 
     acls = S.regs.aggregators.get(aggregator)
@@ -412,7 +413,7 @@ def build_mil(S: Suite, aggregator: str, head: str, agg_kw: dict | None = None):
     agg = acls(acls.Config(**(agg_kw or {})), in_dim=D)
     hcfg = hcls.Config()
     if head == "report":
-        state = report_target_state()
+        state = report_target_state(max_len)
     else:
         state = hcls.fit_targets(hcfg, [{"slide_id": "a", "label": "a"}, {"slide_id": "b", "label": "b"}])
     h = hcls(hcfg, in_dim=agg.out_dim, target_state=state)
@@ -466,12 +467,15 @@ def bench_train(S: Suite, label: str, aggregator: str, head: str, agg_kw: dict |
     model = build_mil(S, aggregator, head, agg_kw)
     params = sum(p.numel() for p in model.parameters())
     plan = timing_plan(S)
+    last = 0.0                                              # seconds the previous case took
     for n in sizes(S):
         for dname, bf16 in dtypes(S):
             case = f"{label} train {n_label(n)} {dname}"
-            if S.left() < 15:
-                S.skip(case, f"deadline: {S.left():.0f} s left")
+            need = max(15.0, 1.3 * last + 5)
+            if S.left() < need:
+                S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
                 continue
+            t_case = time.monotonic()
             try:
                 step = train_case(S, model, n, head, bf16)
                 m = measure(S, step, **plan)
@@ -488,6 +492,7 @@ def bench_train(S: Suite, label: str, aggregator: str, head: str, agg_kw: dict |
             finally:
                 step = None  # noqa: F841 - drop the optimizer and the inputs before the next case
                 free(S)
+                last = time.monotonic() - t_case
 
 
 def bench_histgen_fixed(S: Suite) -> None:
@@ -513,10 +518,12 @@ def bench_transmil(S: Suite) -> None:
 
 def bench_generation(S: Suite) -> None:
     """Decoder-only beam-3 generation forced to 100 tokens (EOS logit masked, bench_histgen.py)."""
-    model = build_mil(S, "histgen", "report", {"variant": "fixed"})
+    tokens = T if not S.quick else 20                       # quick: 20-token reports (CPU time)
+    model = build_mil(S, "histgen", "report", {"variant": "fixed"}, max_len=tokens)
     model.eval()
     n = 10_000 if not S.quick else 500
     batch = 64 if not S.quick else 4
+    last = 0.0
     plan = {"warmup": 2, "reps": 5, "cap_s": 8.0} if S.cuda else {"warmup": 1, "reps": 1, "cap_s": 3.0}
     bias = model.head.decoder.logit.bias
     saved = bias.detach()[0].item()
@@ -525,9 +532,11 @@ def bench_generation(S: Suite) -> None:
     try:
         for dname, bf16 in (dtypes(S) if S.cuda else [("fp32", False)]):
             case = f"HistGen generation {dname}"
-            if S.left() < 20:
-                S.skip(case, f"deadline: {S.left():.0f} s left")
+            need = max(20.0, 1.3 * last + 5)
+            if S.left() < need:
+                S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
                 continue
+            t_case = time.monotonic()
             with torch.inference_mode(), torch.autocast(S.dev.type, dtype=torch.bfloat16, enabled=bf16):
                 out1 = model.encode(bags(n, 1, S.dev))
                 t = time.perf_counter()
@@ -547,19 +556,20 @@ def bench_generation(S: Suite) -> None:
                 assert bool((ids != 0).all()), "EOS masking failed: a report ended early"
 
             m1 = measure(S, one, **plan)
-            r1 = S.add("HistGen generation, 1 slide (decoder only)", f"{n_label(n)}, beam 3, {T} tokens", dname,
+            r1 = S.add("HistGen generation, 1 slide (decoder only)", f"{n_label(n)}, beam 3, {tokens} tokens", dname,
                        m1["median_s"], "s/slide", ("<=", 0.1), m1["note"], {"times_s": m1["times_s"]})
             maybe_profile(S, f"{case} 1 slide", one, [r1], steps=1)
             mb = measure(S, many, **plan)
             rate = batch / mb["median_s"]
-            r2 = S.add(f"HistGen generation, batch of {batch} (decoder only)", f"{n_label(n)}, beam 3, {T} tokens",
+            r2 = S.add(f"HistGen generation, batch of {batch} (decoder only)", f"{n_label(n)}, beam 3, {tokens} tokens",
                        dname, rate, "slides/s", (">=", 100.0), mb["note"], {"times_s": mb["times_s"]})
-            S.add(f"HistGen generation, batch of {batch} incl. encoder", f"{n_label(n)}, beam 3, {T} tokens", dname,
-                  batch / (mb["median_s"] + enc_s), "slides/s", None,
+            S.add(f"HistGen generation, batch of {batch} incl. encoder", f"{n_label(n)}, beam 3, {tokens} tokens",
+                  dname, batch / (mb["median_s"] + enc_s), "slides/s", None,
                   f"encoder {enc_s:.3f} s for the batch (one run, after the 1-slide warm-up)")
             maybe_profile(S, f"{case} batch {batch}", many, [r2], steps=1)
             del out1, outb
             free(S)
+            last = time.monotonic() - t_case
     finally:
         with torch.no_grad():
             bias[0] = saved
@@ -618,16 +628,20 @@ def encoder_rate(S: Suite, enc, batch: int) -> dict[str, Any]:
 def bench_encoders(S: Suite) -> None:
     batch = 256 if not S.quick else 8
     dname = "bf16 autocast" if S.cuda else "fp32"
+    last = 0.0
     for label, name, kw in encoder_specs(S):
         case = f"encoder {label}"
-        if S.left() < 25:
-            S.skip(case, f"deadline: {S.left():.0f} s left")
+        need = max(25.0 if S.cuda else 10.0, 1.5 * last + 5)
+        if S.left() < need:
+            S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
             continue
+        t_case = time.monotonic()
         try:
             enc = build_extractor(S, name, kw)
             params = sum(p.numel() for p in enc.parameters())
             m = encoder_rate(S, enc, batch)
-            S.add(f"encoder only: {label}", f"batch {batch}, {enc.tile_size_px} px, depth {getattr(enc.config, 'depth', '?')}, "
+            depth = getattr(enc.config, "depth", "?")
+            S.add(f"encoder only: {label}", f"batch {batch}, {enc.tile_size_px} px, depth {depth}, "
                   f"{params / 1e6:.0f} M params", dname, m["tiles_s"], "tiles/s", None, m["note"],
                   {"times_s": m["times_s"]})
             S.meta.setdefault("encoder_tiles_s", {})[label] = m["tiles_s"]
@@ -636,6 +650,7 @@ def bench_encoders(S: Suite) -> None:
         finally:
             enc = m = None  # noqa: F841
             free(S)
+            last = time.monotonic() - t_case
 
 
 # ----------------------------------------------------------------------------------------------
@@ -814,7 +829,8 @@ def markdown(doc: dict[str, Any]) -> str:
             name = name if len(name) <= 100 else name[:97] + "..."
             lines.append(f"| `{name}` | {k['ms_per_step']:.3f} | {k['calls_per_step']} | {100 * k['share']:.1f} % |")
     if doc["errors"]:
-        lines += ["", "## Errors", ""] + [f"- **{e['where']}**: {e['error'].splitlines()[0][:400]}" for e in doc["errors"]]
+        lines += ["", "## Errors", ""] + [f"- **{e['where']}**: {e['error'].splitlines()[0][:400]}"
+                                          for e in doc["errors"]]
     if doc["skipped"]:
         lines += ["", "## Skipped", ""] + [f"- {s['where']}: {s['why']}" for s in doc["skipped"]]
     return "\n".join(lines) + "\n"
@@ -842,7 +858,8 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes (N = 500, depth-2 encoders, batch 8)")
     p.add_argument("--budget", type=float, default=None, help="seconds from start (default 450 on CUDA, 170 on CPU)")
     p.add_argument("--slide-size", type=int, default=None, help="synthetic slide side, level-0 px (32768; quick 4096)")
-    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "milkit-gpu-suite"), help="slide + scratch folder")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "milkit-gpu-suite"),
+                   help="folder for the synthetic slide and scratch output (not OUT)")
     p.add_argument("--only", default="", help="comma list of benchmarks: " + ",".join(b[0] for b in BENCHMARKS))
     p.add_argument("--skip", default="", help="comma list of benchmarks to skip")
     p.add_argument("--max-profiles", type=int, default=10)

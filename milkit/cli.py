@@ -18,7 +18,8 @@ def make_app(pm: pluggy.PluginManager | None = None) -> typer.Typer:
 
     app = typer.Typer(
         name="milkit",
-        help="Multiple-instance learning for computational pathology: slides -> features -> trained models.",
+        help="Multiple-instance learning for computational pathology: slides -> features -> trained models. "
+             "Add --debug anywhere (or set MILKIT_DEBUG=1) to see the traceback of an error.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -69,15 +70,50 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'milkit.cli' has no attribute {name!r}")
 
 
-def main() -> None:
-    """Console-script entry point: known milkit errors print as one message, exit code 1 or 2."""
-    from milkit.errors import MilkitError, RecipeError
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error is one message naming its input, no traceback.
 
+    Exit codes: 0 done; 1 a data, file or internal error; 2 a usage or recipe error; 130
+    interrupted. ``--debug`` (anywhere on the line) or ``MILKIT_DEBUG=1`` shows the traceback.
+    """
+    import os
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MILKIT_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
     try:
-        make_app()()
-    except RecipeError as exc:
-        typer.echo(str(exc), err=True)
-        sys.exit(2)
-    except MilkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        make_app()(args=args, prog_name="milkit")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one place exceptions become messages
+        if debug:
+            raise
+        message, code = explain(exc)
+        typer.echo(message, err=True)
+        sys.exit(code)
+
+
+def explain(exc: BaseException) -> tuple[str, int]:
+    """The one-line (or per-issue) message and the exit code for an exception that reached the CLI."""
+    from milkit.errors import MilkitError, RecipeError, UsageError
+
+    if isinstance(exc, RecipeError):
+        return str(exc), 2
+    if isinstance(exc, UsageError):
+        return f"error: {exc}", 2
+    if isinstance(exc, MilkitError):
+        return f"error: {exc}", 1
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; finished work is kept (`milkit run --resume`, `milkit extract` and `milkit compare` " \
+               "continue where they stopped)", 130
+    if isinstance(exc, OSError) and exc.filename is not None:
+        what = {PermissionError: "permission denied", IsADirectoryError: "is a folder, expected a file",
+                NotADirectoryError: "a part of the path is a file, expected a folder",
+                FileExistsError: "already exists", FileNotFoundError: "no such file or folder"}
+        reason = next((text for cls, text in what.items() if isinstance(exc, cls)), exc.strerror or str(exc))
+        return f"error: {exc.filename}: {reason}; check the path and its permissions", 1
+    if isinstance(exc, MemoryError):
+        return "error: out of memory; use smaller bags ([train] max_patches), a smaller batch_size, or " \
+               "[cohort] cache_mb to bound the feature cache", 1
+    return (f"error: internal error: {type(exc).__name__}: {exc}. This is a bug in milkit or a plugin; "
+            "rerun with --debug (or MILKIT_DEBUG=1) for the traceback and report it"), 1

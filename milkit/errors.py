@@ -30,6 +30,14 @@ class RecipeError(MilkitError):
         super().__init__("\n".join(lines) + f"\nerror: {len(issues)} problem(s); nothing was run")
 
 
+class UsageError(MilkitError):
+    """A command-line option or argument is unusable (exit code 2, like a recipe problem)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
 class UnknownComponentError(MilkitError):
     """A recipe or call names a component no plugin registered."""
 

@@ -103,10 +103,10 @@ def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) 
 
 
 def stratify_column(recipe: ResolvedRecipe) -> str | None:
-    """``[cohort] stratify``, where ``"auto"`` asks the head (its label, or the Cox event)."""
+    """``[cohort] stratify``: ``"auto"`` asks the head (its label, or the Cox event), ``"none"`` none."""
     if recipe.cohort.stratify == "auto":
         return recipe.head.cls.stratify_column(recipe.head.config)
-    return recipe.cohort.stratify
+    return None if recipe.cohort.stratify in (None, "", "none") else recipe.cohort.stratify
 
 
 def build_model(recipe: ResolvedRecipe, in_dim: int, target_state: dict[str, Any]) -> MILModel:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -25,6 +26,10 @@ def register(app: typer.Typer) -> None:
         from milkit.recipe import load_recipe, validate_recipe
         from milkit.registry import build_registries
 
+        from milkit import cli_options as options
+
+        if out is not None:
+            out = options.out_dir(out)
         distributed.init_from_env()  # under torchrun: one process group, gloo on CPU / NCCL on GPU
         registries = build_registries(get_plugin_manager())
         loaded = load_recipe(recipe, set_)
@@ -39,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
 def print_comparison(console: Console, table: dict[str, Any], out_dir: Path) -> None:
     metric = table["metric"]
-    t = Table(title=f"test {metric} over {table['folds']} folds × {len(table['seeds'])} seed(s)  ({out_dir})")
+    t = Table(title=escape(f"test {metric} over {table['folds']} folds × {len(table['seeds'])} seed(s)  ({out_dir})"))
     for col in ("aggregator", f"{metric} mean ± std", "95 % CI", "vs best", "params", "s/epoch", "peak MiB",
                 "s/slide"):
         t.add_column(col, justify="left" if col == "aggregator" else "right")
@@ -49,7 +54,8 @@ def print_comparison(console: Console, table: dict[str, Any], out_dir: Path) -> 
         vs = row["vs_best"]
         verdict = "best" if vs["is_best"] else (f"p={vs['p_value']:.3f}" + (" (within noise)" if vs["within_noise"] else ""))
         fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
-        t.add_row(row["aggregator"], f"{fmt(s['mean'])} ± {fmt(s['std'])}", f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]",
+        t.add_row(escape(row["aggregator"]), f"{fmt(s['mean'])} ± {fmt(s['std'])}",
+                  escape(f"[{fmt(s['ci95'][0])}, {fmt(s['ci95'][1])}]"),
                   verdict, f"{row['n_parameters']:,}", f"{row['seconds_per_epoch']:.2f}", f"{row['peak_memory_mb']:.1f}",
                   f"{row['inference_seconds_per_slide']:.4f}")
     console.print(t)

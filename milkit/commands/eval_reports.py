@@ -57,10 +57,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score generated reports against references with pycocoevalcap (no PTB tokenisation)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from milkit.metrics.reports import METRIC_KEYS, REASON_KEY, score_reports
 
+        if out is not None:
+            from milkit import cli_options as options
+
+            options.out_file(out)
         generated, references = load_report_pairs(csv, pred_col, ref_col)
         if clean is Clean.histgen:
             from milkit.metrics.report_text import clean_report
@@ -77,7 +82,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
-        table = Table(title=csv.name, caption=f"{len(generated)} reports, clean={clean.value}")
+        table = Table(title=escape(csv.name), caption=f"{len(generated)} reports, clean={clean.value}")
         table.add_column("metric")
         table.add_column("score", justify="right")
         for key in METRIC_KEYS:
@@ -85,4 +90,4 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(table)
         if REASON_KEY in scores:
-            console.print(f"METEOR n/a: {scores[REASON_KEY]}")
+            console.print(escape(f"METEOR n/a: {scores[REASON_KEY]}"))

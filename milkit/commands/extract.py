@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract patch features for SLIDES into --out; exit 1 if any slide failed (see the report)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from milkit.extract.build import build_extraction
@@ -90,6 +91,10 @@ def register(app: typer.Typer) -> None:
         from milkit.registry import build_registries
         from milkit.slides import slide_id_from_path
 
+        from milkit import cli_options as options
+
+        out = options.out_dir(out)
+        device = options.device(device)
         table, base = extractor_table(recipe, extractor, sets or [])
         source = str(recipe) if recipe is not None else "command line"
         encoder, settings = build_extraction(table, build_registries(get_plugin_manager()), base_dir=base,
@@ -103,12 +108,13 @@ def register(app: typer.Typer) -> None:
                                 "ids are file names without their extension")
         summary = extract_slides(paths, out, extractor=encoder, settings=settings, shard=parse_shard(shard),
                                  device=device, progress=progress, slide_mpp=slide_mpp)
-        view = Table(title=f"milkit extract -> {out}", caption=f"report: {summary.report_path}")
+        view = Table(title=escape(f"milkit extract -> {out}"), caption=escape(f"report: {summary.report_path}"))
         for col in ("slide", "status", "tiles", "s", "reason"):
             view.add_column(col, overflow="fold")
         style = {"done": "green", "skipped": "dim", "failed": "red"}
         for o in summary.outcomes:
-            view.add_row(o.slide_id, f"[{style[o.status]}]{o.status}[/]", str(o.n_tiles), f"{o.seconds:.1f}", o.reason)
+            view.add_row(escape(o.slide_id), f"[{style[o.status]}]{o.status}[/]", str(o.n_tiles), f"{o.seconds:.1f}",
+                         escape(o.reason))
         console = Console()
         console.print(view)
         console.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")

@@ -31,9 +31,9 @@ def register(app: typer.Typer) -> None:
         run_dir: Annotated[Path, typer.Argument(help="A trained run dir (milkit run or milkit import-histgen).")],
         features: Annotated[list[Path], typer.Option("--features", help="Feature files or folders (repeatable).")],
         out: Annotated[Path, typer.Option("--out", help="CSV to write: slide_id, report.")] = Path("reports.csv"),
-        batch_size: Annotated[int, typer.Option(help="Slides decoded together.")] = 8,
+        batch_size: Annotated[int, typer.Option(min=1, help="Slides decoded together.")] = 8,
         device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-        fold: Annotated[int, typer.Option(help="Which fold's model to use.")] = 0,
+        fold: Annotated[int, typer.Option(min=0, help="Which fold's model to use.")] = 0,
     ) -> None:
         """Generate a report for every slide with a trained report-generation run."""
         import torch
@@ -48,8 +48,11 @@ def register(app: typer.Typer) -> None:
 
         from milkit import distributed
 
+        from milkit import cli_options as options
+
+        out = options.out_file(out)
         distributed.init_from_env()  # under torchrun each rank decodes its share of the slides
-        dev = pick_device(device)
+        dev = pick_device(options.device(device))
         model, recipe = load_run(run_dir, build_registries(get_plugin_manager()), fold=fold, device=str(dev))
         text = model.head.text_output
         if text is None:

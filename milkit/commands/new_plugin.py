@@ -89,6 +89,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="Target folder (default ./milkit-NAME).")] = None,
     ) -> None:
         """Write a plugin distribution (pyproject, hookimpl, working component, README, kit test)."""
+        if out is not None:
+            from milkit import cli_options
+
+            out = cli_options.out_dir(out)
         files = write_plugin(name, kind.value, out)
         root = files[0].parent
         typer.echo(f"wrote {root}/")

@@ -89,7 +89,7 @@ def _print_tables(rows: list[dict[str, str]], reports: dict[tuple[str, str], Che
     for column in ("kind", "name", "plugin", "distribution", "version"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(*(escape(str(v)) for v in row.values()))
     console.print(table)
     if not reports:
         return

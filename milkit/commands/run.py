@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -25,11 +26,15 @@ def register(app: typer.Typer) -> None:
         from milkit.registry import build_registries
         from milkit.runner import run_recipe
 
+        from milkit import cli_options as options
+
+        if out is not None:
+            out = options.out_dir(out)
         console = Console(stderr=True)
         distributed.init_from_env()  # under torchrun: one process group, gloo on CPU / NCCL on GPU
         registries = build_registries(get_plugin_manager())
         for problem in registries.problems:
-            console.print(f"[yellow]warning:[/] {problem}")
+            console.print(f"[yellow]warning:[/] {escape(problem)}")
         resolved = validate_recipe(load_recipe(recipe, set_), registries)
         run_dir = run_recipe(resolved, registries, out=out, resume=resume, progress=not quiet, console=console)
         if distributed.is_main():
@@ -39,7 +44,7 @@ def register(app: typer.Typer) -> None:
 def print_summary(console: Console, run_dir: Path) -> None:
     """A table of the run's final metrics (mean ± std over folds)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    table = Table(title=f"{metrics['aggregator']} + {metrics['head']}  ({run_dir})")
+    table = Table(title=escape(f"{metrics['aggregator']} + {metrics['head']}  ({run_dir})"))
     table.add_column("split")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -51,5 +56,5 @@ def print_summary(console: Console, run_dir: Path) -> None:
                 text = f"{stat['mean']:.4f} ± {stat['std']:.4f}"
             else:
                 text = f"{stat['mean']:.4f}"
-            table.add_row(split, key, text)
+            table.add_row(escape(split), escape(key), text)
     console.print(table)

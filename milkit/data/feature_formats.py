@@ -164,10 +164,11 @@ def _read_h5(path: Path, f: h5py.File, mpp: float | None) -> Bag:
             "Expected 'features' (+ 'coords') as written by milkit, CLAM or TRIDENT, or 'feats' + 'coords' "
             "(STAMP); re-extract with `milkit extract` if the file comes from another tool"
         )
-    if feats.ndim == 1:  # one slide-level vector
-        feats = feats[None, :]
+    if feats.ndim == 1:
+        raise DataError(f"{path}: features are one vector of length {feats.shape[0]} (a slide-level embedding?), "
+                        "not a bag; a bag is [N patches, D] per slide: extract patch features with `milkit extract`")
     if feats.ndim != 2:
-        raise DataError(f"{path}: features have shape {feats.shape}; expected [N, D]")
+        raise DataError(f"{path}: features have shape {tuple(feats.shape)}; expected [N patches, D features]")
     if coords is not None:
         coords = coords.reshape(-1, 2)
         if len(coords) != len(feats):

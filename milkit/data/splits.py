@@ -15,9 +15,19 @@ Split = dict[str, list[str]]  # {"train": [...], "val": [...], "test": [...]} sl
 
 def _group_folds(ids: list[str], groups: list[str], strata: list[str], k: int, seed: int) -> list[list[int]]:
     """Indices of K patient-disjoint, stratified folds (StratifiedGroupKFold, shuffled)."""
-    k = max(2, min(k, len(set(groups))))
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise DataError(f"{n_groups} patient(s) (case_id) left to split: patient-disjoint splits need at least 2; "
+                        "add slides, or check that case_id is not the same for every row")
+    k = max(2, min(k, n_groups))
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [list(test) for _, test in splitter.split(np.zeros(len(ids)), strata, groups)]
+    try:
+        return [list(test) for _, test in splitter.split(np.zeros(len(ids)), strata, groups)]
+    except ValueError as exc:  # scikit-learn's own check, e.g. more splits than members of a class
+        counts = {s: len({g for g, t in zip(groups, strata) if t == s}) for s in sorted(set(strata))}
+        raise DataError(f"cannot make {k} patient-disjoint stratified folds from {n_groups} patients "
+                        f"(patients per stratum: {', '.join(f'{s}: {n}' for s, n in counts.items())}): {exc}. "
+                        "Lower [cohort] folds (or raise test_fraction/val_fraction), or set stratify = \"none\"") from None
 
 
 def _carve_val(rows: list[dict[str, Any]], idx: list[int], stratum, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -53,6 +53,10 @@ def register(app: typer.Typer) -> None:
         from milkit.demo import demo_cohort, make_demo_cohort
         from milkit.errors import MilkitError
 
+        from milkit import cli_options
+
+        if out is not None:
+            out = cli_options.out_dir(out)
         start = time.perf_counter()
         if out is None:
             if (slides, seed) != (60, 0):

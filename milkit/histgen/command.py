@@ -13,15 +13,18 @@ def register(app: typer.Typer) -> None:
         annotations: Annotated[Path, typer.Option("--annotations", help="The annotation JSON it was trained on.")],
         out: Annotated[Path, typer.Option("--out", help="Run dir to write.")],
         features_dir: Annotated[Path | None, typer.Option(help="Folder of <slide id>.pt feature files.")] = None,
-        threshold: Annotated[int, typer.Option(help="Vocabulary threshold used in training.")] = 10,
-        max_seq_length: Annotated[int, typer.Option(help="Report length limit incl. BOS/EOS.")] = 100,
-        num_heads: Annotated[int, typer.Option(help="Attention heads (not stored in the weights).")] = 8,
-        topk: Annotated[int, typer.Option(help="Memory top-k (not stored in the weights).")] = 512,
-        prototype_num: Annotated[int, typer.Option(help="Prototype queries (not stored in the weights).")] = 512,
-        region_size: Annotated[int | None, typer.Option(help="Tokens per region (default: read from the weights).")] = None,
+        threshold: Annotated[int, typer.Option(min=1, help="Vocabulary threshold used in training.")] = 10,
+        max_seq_length: Annotated[int, typer.Option(min=3, help="Report length limit incl. BOS/EOS.")] = 100,
+        num_heads: Annotated[int, typer.Option(min=1, help="Attention heads (not stored in the weights).")] = 8,
+        topk: Annotated[int, typer.Option(min=1, help="Memory top-k (not stored in the weights).")] = 512,
+        prototype_num: Annotated[int, typer.Option(min=1, help="Prototype queries (not stored in the weights).")] = 512,
+        region_size: Annotated[int | None, typer.Option(min=2, help="Tokens per region (default: read from the weights).")] = None,
     ) -> None:
         """Convert an official HistGen checkpoint into a milkit run dir (aggregator 'histgen', variant 'faithful')."""
+        from milkit import cli_options
         from milkit.histgen.importer import import_histgen as run_import
+
+        out = cli_options.out_dir(out)
 
         run_dir = run_import(checkpoint, annotations, out, threshold=threshold, max_seq_length=max_seq_length,
                              num_heads=num_heads, topk=topk, prototype_num=prototype_num, region_size=region_size,

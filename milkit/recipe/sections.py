@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from milkit.config import ComponentConfig
 
@@ -31,13 +31,23 @@ class CohortSection(ComponentConfig):
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of patients for validation.")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="Share of patients for test (holdout).")
     splits_file: Path | None = Field(None, description="splits.json of an earlier run, for splits = 'given'.")
-    stratify: str | None = Field("auto", description="Column to stratify on; 'auto' asks the head (its label, the Cox event).")
+    stratify: str | None = Field(
+        "auto", description="Column to stratify on; 'auto' asks the head (its label, the Cox event); 'none': no strata.")
     cache_in_memory: bool = Field(True, description="Keep loaded bags in memory across epochs.")
     cache_mb: float | None = Field(None, gt=0, description="Bound the in-memory bag cache (MiB, LRU); None = unbounded.")
     storage: Literal["as_is", "float16"] = Field(
         "as_is", description="float16: convert each feature file once to a half-precision copy (half the disk and I/O)."
     )
     prefetch: bool = Field(True, description="Read the next batch's bags in background threads while training.")
+    strict: bool = Field(
+        False, description="Abort on the first unusable bag (NaN, empty, unreadable); default: leave it out and say so.")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "CohortSection":
+        if self.splits == "holdout" and self.val_fraction + self.test_fraction >= 0.95:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves "
+                             "(almost) no patients for training; keep their sum below 0.95 (e.g. 0.15 + 0.2)")
+        return self
 
 
 class TrainSection(ComponentConfig):

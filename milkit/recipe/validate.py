@@ -168,6 +168,8 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     if cohort is not None and source is not None and check_files:
         check_cohort_files(col, cohort, source, head)
     compare = check_compare(col, registries, recipe.data)
+    if "run" in sections and check_files:
+        check_device(col, sections["run"])
     if col.issues:
         raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
     assert agg is not None and head is not None and cohort is not None and source is not None
@@ -313,11 +315,25 @@ def check_cohort_files(col: _Collector, cohort: CohortSection, source: CohortSou
     header = source.format().columns(source.value)
     if header is None:
         return
+    where = source.value if isinstance(source.value, Path) else f"the {source.format.name} cohort"
     for column in ["slide_id", *head.cls.required_columns(head.config)]:
         if column not in header:
-            where = source.value if isinstance(source.value, Path) else f"the {source.format.name} cohort"
             col.add("cohort", source.key, f"column '{column}' (needed by head '{head.name}') is missing from "
                     f"{where}; columns present: {', '.join(header)}")
+    if cohort.stratify not in (None, "", "auto", "none") and cohort.stratify not in header:
+        col.add("cohort", "stratify", f"column '{cohort.stratify}' is not in {where}; columns present: "
+                f"{', '.join(header)} (or \"auto\": the head's, \"none\": no stratification)")
+
+
+def check_device(col: _Collector, run: RunSection) -> None:
+    """``device = "cuda"`` needs a usable CUDA device on this machine."""
+    if run.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        col.add("run", "device", f"'cuda' was asked for but this machine has no usable CUDA device (torch "
+                f"{torch.__version__}); use device = \"auto\" (CUDA when present) or \"cpu\"")
 
 
 def check_compare(col: _Collector, registries: Registries, data: dict[str, Any]) -> CompareSection | None:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from milkit.aggregator import AggregatorOutput
 from milkit.config import ComponentConfig
+from milkit.errors import DataError
 from milkit.head import Head, HeadOutput, Row
 
 if TYPE_CHECKING:
@@ -59,6 +60,10 @@ class Classification(Head):
     def fit_targets(cls, config: ClassificationConfig, train_rows: list[Row]) -> dict[str, Any]:
         labels = [str(r[config.label_column]) for r in train_rows]
         classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"the training split has {len(labels)} slide(s) and only one class "
+                            f"({', '.join(map(repr, classes)) or 'none'}) in column '{config.label_column}': a classifier "
+                            "needs at least two; check the label column, or add slides of the other classes")
         weights: list[float] | None = None
         if config.class_weights == "balanced":
             counts = np.array([labels.count(c) for c in classes], dtype=float)

@@ -10,10 +10,10 @@ from torch import Tensor, nn
 
 from milkit import distributed
 from milkit.aggregator import AggregatorOutput
-from milkit.config import ComponentConfig
-from milkit.head import Head, HeadOutput, Row
 from milkit.components.heads.cox_loss import cox_partial_log_likelihood
-from milkit.head import SAMPLE_WEIGHT
+from milkit.config import ComponentConfig
+from milkit.errors import DataError
+from milkit.head import SAMPLE_WEIGHT, Head, HeadOutput, Row
 
 if TYPE_CHECKING:
     from milkit.viz.rundata import RunView
@@ -83,6 +83,14 @@ class CoxSurvival(Head):
             problems.append(f"column 'event' must be 0 (censored) or 1 (event); bad for {len(bad_event)} slide(s): "
                             + ", ".join(bad_event[:5]) + (" ..." if len(bad_event) > 5 else ""))
         return problems
+
+    @classmethod
+    def fit_targets(cls, config: CoxConfig, train_rows: list[Row]) -> dict[str, Any]:
+        events = sum(_number(r.get("event")) == 1.0 for r in train_rows)
+        if events == 0:
+            raise DataError(f"the training split has {len(train_rows)} slide(s) and no event (every 'event' is 0): "
+                            "the Cox partial likelihood is undefined; add slides with events or check the column")
+        return {}
 
     @classmethod
     def stratify_column(cls, config: CoxConfig) -> str | None:
