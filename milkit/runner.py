@@ -38,12 +38,14 @@ def features_dir(recipe: ResolvedRecipe, cohort: Cohort) -> Path:
     return base / recipe.extractor.name if recipe.extractor is not None else base
 
 
-def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = True) -> dict[str, Path]:
+def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *,
+                    progress: bool = True) -> tuple[dict[str, Path], dict[str, str]]:
     """Feature file per slide; slides without one are extracted (when a slide file and an
-    [extractor] are known) or reported and left out."""
+    [extractor] are known) or left out. Returns the files and ``{slide_id: why it was left out}``."""
     fdir = features_dir(recipe, cohort)
     paths: dict[str, Path] = {}
     missing: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
     for row in cohort.rows:
         path = find_feature_file(fdir, row["slide_id"]) if fdir.is_dir() else None
         if path is not None:
@@ -66,18 +68,52 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = 
                                  progress=progress and distributed.is_main())
         distributed.barrier()  # every rank's share is written before anyone reads
         for sid, reason in summary.failed:
-            log.warning("slide %s: extraction failed (%s); left out of this run", sid, reason)
+            failed[sid] = f"extraction failed: {reason}"
         for row in extractable:
             path = find_feature_file(fdir, row["slide_id"])
             if path is not None:
                 paths[row["slide_id"]] = path
-    lost = [r["slide_id"] for r in cohort.rows if r["slide_id"] not in paths]
-    if lost:
-        log.warning("%d slide(s) have no features in %s and are left out: %s", len(lost), fdir, ", ".join(lost[:10]))
+    lost = {r["slide_id"]: failed.get(r["slide_id"], f"no feature file in {fdir}" + (
+        "" if r.get("slide_path") or recipe.extractor is None else " and no slide_path to extract from"))
+        for r in cohort.rows if r["slide_id"] not in paths}
     if not paths:
         hint = "add an [extractor] table and slide_path column" if recipe.extractor is None else "see the extraction report"
         raise DataError(f"no feature files found in {fdir} for any slide of {cohort.source}; {hint}")
-    return paths
+    return paths, lost
+
+
+def prepare_bags(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = True,
+                 console: Any = None) -> tuple[BagStore, list[dict[str, str]]]:
+    """Features for every slide (extracted if needed), each bag checked once; the unusable ones are
+    left out and named (``[cohort] strict = true``: the first one aborts). Returns the store and
+    ``[{slide_id, reason}]`` of the slides left out."""
+    from milkit.data.screen import screen_bags
+
+    paths, lost = ensure_features(recipe, cohort, progress=progress)
+    store = make_store(recipe, cohort, paths)
+    if lost and recipe.cohort.strict:
+        sid, reason = next(iter(lost.items()))
+        raise DataError(f"slide {sid}: {reason} ([cohort] strict = true; set it to false to leave such slides out)")
+    lost.update(screen_bags(store, strict=recipe.cohort.strict, progress=progress))
+    if not store.paths:
+        raise DataError(f"no usable bag left in {cohort.source}: " + "; ".join(f"{s}: {r}" for s, r in list(lost.items())[:5]))
+    excluded = [{"slide_id": sid, "reason": reason} for sid, reason in lost.items()]
+    report_excluded(excluded, console)
+    return store, excluded
+
+
+def report_excluded(excluded: list[dict[str, str]], console: Any = None) -> None:
+    """Name the slides left out in the log and, when there is one, on the console."""
+    if not excluded:
+        return
+    lines = [f"{e['slide_id']}: {e['reason']}" for e in excluded]
+    log.warning("%d slide(s) left out of this run:\n  %s", len(excluded), "\n  ".join(lines))
+    if console is not None:
+        from rich.markup import escape
+
+        shown = lines[:20] + ([f"... and {len(lines) - 20} more (see metrics.json excluded_slides)"] if len(lines) > 20 else [])
+        console.print(f"[yellow]warning:[/] {len(excluded)} slide(s) left out of this run:\n  "
+                      + "\n  ".join(escape(s) for s in shown))
 
 
 def make_store(recipe: ResolvedRecipe, cohort: Cohort, paths: dict[str, Path]) -> BagStore:
@@ -156,10 +192,53 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def recipe_changes(run_dir: Path, recipe: ResolvedRecipe) -> list[str]:
+    """``[table] key: old -> new`` for every value of ``recipe`` that differs from the run dir's
+    ``recipe.toml`` ([] when the folder holds no run, or the same recipe)."""
+    import tomllib
+
+    path = Path(run_dir) / "recipe.toml"
+    if not path.is_file():
+        return []
+    try:
+        old = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return [f"{path} is unreadable ({exc})"]
+    new = tomllib.loads(tomli_w.dumps(recipe.to_dict()))
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    return [f"[{k.split('.', 1)[0]}] {k.split('.', 1)[1]}: {flat_old.get(k, '(unset)')!r} -> {flat_new.get(k, '(unset)')!r}"
+            for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k) != flat_new.get(k) and "." in k]
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable(run_dir: Path, recipe: ResolvedRecipe, *, command: str = "milkit run") -> None:
+    """Refuse to resume ``run_dir`` with a recipe other than the one it was started with."""
+    from milkit.errors import UsageError
+
+    changes = recipe_changes(run_dir, recipe)
+    if changes:
+        shown = changes[:12] + ([f"... and {len(changes) - 12} more"] if len(changes) > 12 else [])
+        raise UsageError("--resume", f"{run_dir} was started with another recipe; its checkpoints would not match. "
+                         "What differs (run dir -> now):\n  " + "\n  ".join(shown) + f"\nRevert the recipe, or start "
+                         f"the run again in this folder with `{command} ... --force-new` (its results are replaced)")
+
+
 def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None, resume: bool = False,
                progress: bool = True, console: Any = None) -> Path:
-    """Run a validated recipe end to end; returns the run dir."""
+    """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
+    run (refused when the run dir was started with a different recipe)."""
     run_dir = Path(out) if out is not None else recipe.output_dir
+    if resume:
+        check_resumable(run_dir, recipe)
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -183,10 +262,11 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
         (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
-    store = make_store(recipe, cohort, ensure_features(recipe, cohort, progress=progress))
+    store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
-        splits = load_splits(splits_path, set(cohort.by_id))
+        splits = [{part: [s for s in ids if s in store.paths] for part, ids in split.items()}
+                  for split in load_splits(splits_path, set(cohort.by_id))]
     else:
         splits = resolve_splits(recipe, cohort, set(store.paths))  # deterministic: identical on every rank
         if main:
@@ -196,7 +276,7 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     summary = summarise(folds)
     metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
                "aggregator": recipe.aggregator.name, "monitor": folds[0]["monitor"],
-               "aggregator_init": folds[0].get("init"),
+               "aggregator_init": folds[0].get("init"), "excluded_slides": excluded,
                "n_slides": {part: len(ids) for part, ids in splits[0].items()},
                "folds": [{k: v for k, v in f.items() if k != "records"} for f in folds],
                "summary": summary, "seconds": round(time.time() - started, 1)}

@@ -60,6 +60,9 @@ UNSAFE_MODULES = frozenset({
     "select", "selectors", "mmap", "fcntl", "resource", "commands", "popen2", "nturl2path",
 })
 """Top-level modules whose globals can run commands, code or file operations when a pickle calls them."""
+PLAIN_CLASSES = frozenset({"types.SimpleNamespace", "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath",
+                           "pathlib.PurePath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath"})
+"""Data classes ``allow`` accepts although their module is in ``UNSAFE_MODULES``."""
 UNSAFE_SUBMODULES = ("torch.hub", "torch.jit", "torch.package", "torch.utils.cpp_extension", "torch.ops",
                      "numpy.lib.npyio", "numpy.testing", "numpy.f2py", "numpy.distutils")
 
@@ -349,6 +352,8 @@ def _import(name: str) -> Any:
 
 def is_unsafe(name: str) -> bool:
     """Whether global ``name`` comes from a module whose functions can run commands or code."""
+    if name in PLAIN_CLASSES:
+        return False
     module = name.rpartition(".")[0]
     return module.split(".")[0] in UNSAFE_MODULES or any(
         module == m or module.startswith(m + ".") for m in UNSAFE_SUBMODULES)
@@ -391,7 +396,8 @@ def _resolve_allowed(allow: Iterable[str]) -> list[Any]:
             raise CheckpointError(f"--allow {name}: it is a {type(obj).__name__}, not a class; a function named in "
                                   "a pickle is called with arguments the file chooses, so only classes (and numpy's "
                                   f"{SAFE_RECONSTRUCTORS[1]}) can be allowed")
-        if is_unsafe(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"):
+        defined = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+        if name not in PLAIN_CLASSES and is_unsafe(defined):
             raise CheckpointError(f"refusing to allow {name}: it is defined in {obj.__module__}, whose globals can "
                                   "run commands or code")
         out.append((obj, name))
@@ -432,7 +438,8 @@ def read_tensors(path: Path | str, *, allow: Iterable[str] = ()) -> dict:
             to convert the file safely.
     """
     path = Path(path)
-    allow = [a for a in allow]
+    allow = list(allow)
+    extra = _resolve_allowed(allow)
     kind = identify(path)
     if kind.kind == "missing":
         raise CheckpointError(f"weights file not found: {path}")
@@ -447,7 +454,6 @@ def read_tensors(path: Path | str, *, allow: Iterable[str] = ()) -> dict:
         raise CheckpointError(not_weights_message(path, kind))
     import torch
 
-    extra = _resolve_allowed(allow)
     try:
         with torch.serialization.safe_globals([*_fixed_safe_globals(), *extra]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -482,8 +488,12 @@ def not_weights_message(path: Path, kind: FileKind | None = None) -> str:
     }.get(kind.kind, f"{_SAFETENSORS_HINT}.")
     if kind.kind == "pickle":
         found = pickle_globals(path)
-        todo = (f"It was written by pickle, not torch.save, and milkit never unpickles a file. "
-                f"{_globals_sentence(found)}What to do: {_REEXPORT}.")
+        lines = [what, "It was written by pickle, not torch.save, and milkit never unpickles such a file "
+                       "(nothing in it was run)."]
+        if found:
+            lines.append(_globals_sentence(found))
+        lines.append(_what_to_do(found))
+        return "\n".join(lines)
     return f"{what} {todo}".rstrip()
 
 
@@ -494,10 +504,10 @@ def refusal_message(path: Path, kind: FileKind, exc: BaseException, allow: Itera
     lines = [f"{path} cannot be read with torch.load(weights_only=True), and milkit unpickles nothing else "
              f"(nothing in the file was run). It is {kind.detail}."]
     if outside:
-        lines.append(_globals_sentence(outside).rstrip())
+        lines.append(_globals_sentence(outside))
     else:
         lines.append(f"Reason: {_reason(exc)}.")
-    lines.append(f"What to do: {_REEXPORT}.")
+    lines.append(_what_to_do(outside))
     plain = [g for g in outside if not is_unsafe(g) and g != UNRESOLVED]
     if outside and len(plain) == len(outside):
         names = " ".join(plain)
@@ -511,15 +521,20 @@ def refusal_message(path: Path, kind: FileKind, exc: BaseException, allow: Itera
 
 
 def _globals_sentence(found: list[str]) -> str:
-    if not found:
-        return ""
-    text = (f"Its pickle references {len(found)} Python global(s) outside milkit's allow-list (tensors, numpy "
-            f"scalars, OrderedDict, argparse.Namespace): {', '.join(found)}. ")
+    text = (f"Its pickle references Python globals outside milkit's allow-list (tensors, numpy scalars, "
+            f"OrderedDict, argparse.Namespace): {', '.join(found)}.")
     unsafe = [g for g in found if is_unsafe(g) or g == UNRESOLVED]
     if unsafe:
-        text += (f"{', '.join(unsafe)} can run commands or code when the file is loaded: the file may be "
-                 "hostile; do not load it with torch.load or pickle anywhere unless you know who made it and why. ")
+        text += (f" {', '.join(unsafe)} can run commands or code when the file is loaded: the file may be "
+                 "hostile. Do not load it with torch.load or pickle anywhere unless you know who made it and why.")
     return text
+
+
+def _what_to_do(found: list[str]) -> str:
+    if any(is_unsafe(g) or g == UNRESOLVED for g in found):
+        return ("What to do: get the weights as safetensors from their source. Only if you know the file is "
+                f"trustworthy: {_REEXPORT}.")
+    return f"What to do: {_REEXPORT}."
 
 
 def _reason(exc: BaseException) -> str:

@@ -92,3 +92,20 @@ def test_nan_features_name_the_slide(tmp_path, registries, synthetic_cohort):
     with pytest.raises(DataError, match="slide s005: .* NaN/Inf"):
         run_recipe(resolve(tmp_path, registries, synthetic_cohort, epochs=1), registries, out=tmp_path / "n",
                    progress=False)
+
+
+def test_resume_with_a_changed_recipe_is_refused_and_says_what_differs(tmp_path, registries, synthetic_cohort):
+    from milkit.errors import UsageError
+
+    run_recipe(resolve(tmp_path, registries, synthetic_cohort, epochs=1), registries, out=tmp_path / "run",
+               progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    changed = resolve(tmp_path, registries, synthetic_cohort, epochs=2, overrides=["aggregator.embed_dim=8"])
+    with pytest.raises(UsageError) as info:
+        run_recipe(changed, registries, out=tmp_path / "run", resume=True, progress=False)
+    message = str(info.value)
+    assert "[train] epochs: 1 -> 2" in message and "[aggregator] embed_dim: 16 -> 8" in message
+    assert "--force-new" in message
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before             # nothing was touched
+    same = resolve(tmp_path, registries, synthetic_cohort, epochs=1)
+    run_recipe(same, registries, out=tmp_path / "run", resume=True, progress=False)  # the same recipe resumes

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "milkit.commands.eval_reports",
     "milkit.commands.heatmap",
     "milkit.commands.extract",
+    "milkit.commands.convert_weights",
 )
 
 

@@ -17,6 +17,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="Output dir (default: [run] output_dir).")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        force_new: Annotated[bool, typer.Option(
+            "--force-new", help="Delete the folder's finished runs and start the comparison again.")] = False,
     ) -> None:
         """Train every aggregator of the recipe's compare table on the same patient-disjoint folds; re-runs reuse finished runs."""
         from milkit.compare.runner import load_comparison, run_compare
@@ -37,7 +39,8 @@ def register(app: typer.Typer) -> None:
             raise RecipeError([Issue(str(recipe), None, "[compare]", "missing: add a [compare] table with "
                                      "aggregators = [{name = \"mean\"}, {name = \"abmil\"}]")])
         resolved = validate_recipe(loaded, registries)
-        out_dir = run_compare(resolved, registries, out=out, progress=not quiet)
+        out_dir = run_compare(resolved, registries, out=out, progress=not quiet, console=Console(stderr=True),
+                              force_new=force_new)
         console = Console() if sys.stdout.isatty() else Console(width=150)  # full table in logs and pipes
         print_comparison(console, load_comparison(out_dir), out_dir)
 

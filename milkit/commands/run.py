@@ -17,6 +17,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", help="Run dir (default: [run] output_dir or runs/<name>).")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoints.")] = False,
+        force_new: Annotated[bool, typer.Option(
+            "--force-new", help="Start again in a run dir that holds a run (its results are replaced).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Train and evaluate the recipe's model; results land in the run dir."""
@@ -27,7 +29,10 @@ def register(app: typer.Typer) -> None:
         from milkit.runner import run_recipe
 
         from milkit import cli_options as options
+        from milkit.errors import UsageError
 
+        if resume and force_new:
+            raise UsageError("--resume/--force-new", "give one: --resume continues the run, --force-new replaces it")
         if out is not None:
             out = options.out_dir(out)
         console = Console(stderr=True)

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from milkit.data.splits import load_splits, make_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
 from milkit import distributed
-from milkit.errors import MilkitError
+from milkit.errors import MilkitError, UsageError
 from milkit.compare.claims import claim, release
-from milkit.runner import _setup_logging, check_rows, ensure_features, load_cohort, make_store, stratify_column, train_fold
+from milkit.runner import (_setup_logging, check_rows, load_cohort, prepare_bags, recipe_changes, stratify_column,
+                           train_fold)
 
 log = logging.getLogger("milkit")
 
@@ -37,13 +39,30 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
     return out
 
 
+COMPARE_ONLY = ("[compare] aggregators:", "[compare] metric:", "[compare] test:")
+"""Recipe changes a finished comparison absorbs: other aggregators, or another summary of the same runs."""
+
+
 def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None,
-                progress: bool = True) -> Path:
-    """Run (or resume) the comparison; finished (aggregator, seed, fold) runs are reused."""
+                progress: bool = True, console: Any = None, force_new: bool = False) -> Path:
+    """Run (or resume) the comparison; finished (aggregator, seed, fold) runs are reused.
+
+    A folder started with another recipe (other than its aggregator list or summary) is refused,
+    since its finished runs would be reused; ``force_new`` deletes them and starts again.
+    """
     section = recipe.compare
     if section is None:
         raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
     out_dir = Path(out) if out is not None else recipe.output_dir
+    if force_new and distributed.is_main():
+        for stale in ("runs", "splits.json", "comparison.json", "comparison.csv", "comparison.png", "plots"):
+            target = out_dir / stale
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    changes = [c for c in recipe_changes(out_dir, recipe) if not c.startswith(COMPARE_ONLY)]
+    if changes:
+        raise UsageError("milkit compare", f"{out_dir} holds a comparison made with another recipe; its finished runs "
+                         "would be reused. What differs (folder -> now):\n  " + "\n  ".join(changes[:12])
+                         + "\nRevert the recipe, choose another --out, or add --force-new to delete those runs")
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out_dir)
     try:
@@ -51,10 +70,11 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
         cohort = load_cohort(recipe)
         check_rows(recipe, cohort.rows)
-        store = make_store(recipe, cohort, ensure_features(recipe, cohort, progress=progress))  # loaded once, shared
+        store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)  # loaded once, shared
         splits_path = out_dir / "splits.json"
         if splits_path.is_file():
-            splits = load_splits(splits_path, set(cohort.by_id))
+            splits = [{part: [s for s in ids if s in store.paths] for part, ids in split.items()}
+                      for split in load_splits(splits_path, set(cohort.by_id))]
         else:
             rows = [r for r in cohort.rows if r["slide_id"] in store.paths]
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
@@ -77,6 +97,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         if not distributed.is_main():
             return out_dir
         table = summarise_comparison(results, recipe, section)
+        table["excluded_slides"] = excluded
         write_comparison(out_dir, table)
         try:
             from milkit.viz import write_compare_report

@@ -76,6 +76,13 @@ class BagStore:
         feats, coords = hit
         return feats.float(), coords
 
+    def forget(self, slide_id: str) -> None:
+        """Drop a bag from the cache (e.g. one left out of the run)."""
+        with self._lock:
+            bag = self._bags.pop(slide_id, None)
+            if bag is not None:
+                self._held -= bag[0].numel() * bag[0].element_size() + bag[1].numel() * 4
+
     def prefetch(self, slide_ids: list[str]) -> None:
         """Start reading these bags in the background (no-op for cached or pending ones)."""
         if self._pool is None:

@@ -7,7 +7,6 @@ dropped). Positional-encoding buffers (``*.pe``) are dropped (milkit computes th
 """
 
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from milkit.errors import CheckpointError
+from milkit.weights_file import read_tensors
 
 _PROJ = ("q_proj", "k_proj", "v_proj", "out_proj")
 _ED = "encoder_decoder."
@@ -80,23 +80,16 @@ def _dropped(key: str) -> bool:
 
 
 def load_upstream_state_dict(path: Path) -> dict[str, Tensor]:
-    """Read a HistGen ``.pth`` (``{'state_dict': ...}`` or a bare state dict) without unpickling code."""
+    """Read a HistGen ``.pth`` (``{'state_dict': ...}`` or a bare state dict) without unpickling code.
+
+    Raises:
+        CheckpointError: the file is missing, is not a weights file (the message says what it is),
+            needs Python globals outside the weights-only allow-list (listed), or holds no state dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path)))
-    try:
-        obj = _load_weights_only(path)
-    except Exception as exc:  # pickle.UnpicklingError and friends
-        raise CheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True): {exc}\nIt holds Python objects other "
-            "than tensors (e.g. numpy scalars in 'monitor_best' or an optimizer state). If you trust the file, "
-            "re-save only its weights and import that file:\n  python -c \"import torch; ck = torch.load('"
-            f"{path}', weights_only=False); torch.save(ck['state_dict'], 'histgen_weights.pth')\""
-        ) from None
+    obj = _load_weights_only(path)
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} is not a HistGen checkpoint: expected a dict with a 'state_dict' of tensors")
@@ -104,16 +97,10 @@ def load_upstream_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _load_weights_only(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; numpy scalars (e.g. a metric in 'monitor_best') are allowed too."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        import numpy as np
-
-        scalar = (np._core if hasattr(np, "_core") else np.core).multiarray.scalar
-        dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
-        with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+    """The file's contents through :func:`milkit.weights_file.read_tensors`: safetensors, or
+    ``torch.load(weights_only=True)`` with numpy scalars (e.g. a metric in 'monitor_best') and
+    ``argparse.Namespace`` (the training args) allowed."""
+    return read_tensors(path)
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:

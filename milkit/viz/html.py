@@ -123,6 +123,15 @@ def _data(run_dir: Path, registries: Any) -> str:
     return "".join(parts)
 
 
+def _excluded(excluded: list[dict[str, str]] | None) -> str:
+    """The slides left out of the run and why ("" when none: no section)."""
+    if not excluded:
+        return ""
+    return (notes_html([f"{len(excluded)} slide(s) of the cohort were left out of training and evaluation "
+                        "([cohort] strict = true aborts instead)."])
+            + table_html(["slide", "reason"], [[e["slide_id"], e["reason"]] for e in excluded]))
+
+
 def _recipe(folder: Path) -> str:
     return f"<pre>{_e((folder / 'recipe.toml').read_text())}</pre>"
 
@@ -153,6 +162,7 @@ def write_run_report(run_dir: Path | str, *, registries: Any = None) -> Path:
                 "selection).</p>" + table_html(head, rows) + notes_html(notes))
 
     page.section("Metrics", metrics_section)
+    page.section("Slides left out", lambda: _excluded(metrics.get("excluded_slides")))
     page.section("Plots", lambda: _plots(run_dir / "plots", "plots"))
     page.section("Attention heatmaps", lambda: _plots(run_dir / "plots", "heatmaps"))
     page.section("Data", lambda: _data(run_dir, registries))
@@ -193,6 +203,7 @@ def write_compare_report(out_dir: Path | str, *, registries: Any = None) -> Path
                         "never the test split.") if png else notes_html(["no per-epoch validation logs found"])
 
     page.section("Comparison", comparison)
+    page.section("Slides left out", lambda: _excluded(table.get("excluded_slides")))
     if "_error" not in table:
         page.section("Validation curves", curves)
     page.section("Data", lambda: _data(out_dir, registries))

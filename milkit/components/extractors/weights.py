@@ -4,10 +4,10 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from milkit.errors import CheckpointError
+from milkit.weights_file import read_tensors
 
 WRAPPER_KEYS = ("state_dict", "model", "teacher", "module", "model_state_dict")
 
@@ -23,18 +23,12 @@ def sha256_file(path: Path | str) -> str:
 
 def read_state_dict(path: Path | str) -> dict[str, Tensor]:
     """Tensors of a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file, unwrapped from common
-    wrappers (``state_dict``, ``model``, ``teacher``, ...). Never unpickles arbitrary objects."""
+    wrappers (``state_dict``, ``model``, ``teacher``, ...). Never unpickles arbitrary objects: the
+    file is read by :func:`milkit.weights_file.read_tensors` (what it is decides how, not its name)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}; set `weights` in the recipe's [extractor] table")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True): {exc}") from exc
+    obj = read_tensors(path)
     while isinstance(obj, dict):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
         if inner is None:
