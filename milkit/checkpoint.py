@@ -1,7 +1,6 @@
 """Checkpoints as safetensors + JSON (no pickle anywhere on load), written atomically."""
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +8,13 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from milkit.atomic import atomic_path
 from milkit.errors import CheckpointError
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_json(path: Path, data: Any) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import tomli_w
 import torch
 
+from milkit.atomic import atomic_path
 from milkit import __version__, distributed
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
@@ -360,12 +361,10 @@ def _write_predictions(path: Path, records: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for r in records:
         columns.extend(k for k in r if k not in columns)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(records)
-    tmp.replace(path)
 
 
 def load_run(run_dir: Path, registries: Registries, *, fold: int = 0, device: str = "cpu") -> tuple[MILModel, ResolvedRecipe]:

@@ -66,9 +66,9 @@ PLAIN_CLASSES = frozenset({"types.SimpleNamespace", "pathlib.Path", "pathlib.Pos
 UNSAFE_SUBMODULES = ("torch.hub", "torch.jit", "torch.package", "torch.utils.cpp_extension", "torch.ops",
                      "numpy.lib.npyio", "numpy.testing", "numpy.f2py", "numpy.distutils")
 
-_SAFETENSORS_HINT = ("milkit reads weights from .safetensors files and from torch.save files whose pickle "
-                     "holds only tensors and plain data")
-_REEXPORT = ("on a machine where the file is trusted, load it as you normally do (say into `ck`) and re-export "
+_SAFETENSORS_HINT = ("milkit reads weights from .safetensors files and from torch.save files that hold only "
+                     "tensors and plain data")
+_REEXPORT = ("load it as you normally do (say into `ck`) and re-export "
              "only its weights with safetensors: `from safetensors.torch import save_file; "
              "save_file(ck['state_dict'], 'weights.safetensors')` (use whichever entry holds the tensors; a "
              "tensors-only `torch.save(ck['state_dict'], 'weights.pth')` also works), then pass that file")
@@ -511,12 +511,12 @@ def refusal_message(path: Path, kind: FileKind, exc: BaseException, allow: Itera
     plain = [g for g in outside if not is_unsafe(g) and g != UNRESOLVED]
     if outside and len(plain) == len(outside):
         names = " ".join(plain)
-        lines.append(f"If each of {', '.join(plain)} is a plain data class you trust (not a function), it can be "
-                     f"converted here instead: `milkit convert-weights {path} --allow {names} --out "
-                     "weights.safetensors`.")
+        which = f"{plain[0]} is a plain data class" if len(plain) == 1 else \
+            f"each of {', '.join(plain)} is a plain data class"
+        lines.append(f"If {which} you trust (not a function), the file can be converted here instead: "
+                     f"`milkit convert-weights {path} --allow {names} --out weights.safetensors`.")
     elif not outside:
-        lines.append(f"`milkit convert-weights {path} --out weights.safetensors` writes a safetensors copy "
-                     "once the file reads.")
+        lines.append("If the file is damaged or truncated (an interrupted download or copy), fetch it again.")
     return "\n".join(lines)
 
 
@@ -532,9 +532,9 @@ def _globals_sentence(found: list[str]) -> str:
 
 def _what_to_do(found: list[str]) -> str:
     if any(is_unsafe(g) or g == UNRESOLVED for g in found):
-        return ("What to do: get the weights as safetensors from their source. Only if you know the file is "
-                f"trustworthy: {_REEXPORT}.")
-    return f"What to do: {_REEXPORT}."
+        return ("What to do: get the weights as safetensors from their source. Only if you know who made the file "
+                f"and trust it: on a machine where it is trusted, {_REEXPORT}.")
+    return f"What to do: on a machine where the file is trusted, {_REEXPORT}."
 
 
 def _reason(exc: BaseException) -> str:

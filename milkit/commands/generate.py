@@ -73,10 +73,10 @@ def register(app: typer.Typer) -> None:
                 bar.advance(task, len(chunk))
         reports = distributed.unshard(distributed.gather_objects(reports))  # back in slide order
         if distributed.is_main():
-            tmp = out.with_name(out.name + ".tmp")
-            with tmp.open("w", newline="") as fh:
+            from milkit.atomic import atomic_path
+
+            with atomic_path(out) as tmp, tmp.open("w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(["slide_id", "report"])
                 writer.writerows(reports)
-            tmp.replace(out)
             typer.echo(f"wrote {len(reports)} reports to {out}")

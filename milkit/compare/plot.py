@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from milkit.atomic import atomic_path
+
 
 def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(1.4 * len(rows) + 2.5, 6.5), 4))
@@ -24,7 +26,6 @@ def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], me
     ax.set_title(f"test {metric}\nruns (grey), mean and 95 % CI (blue)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)

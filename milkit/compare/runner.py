@@ -3,7 +3,6 @@
 import csv
 import dataclasses
 import json
-import os
 import shutil
 import logging
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import tomli_w
 
+from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
 from milkit.compare.config import CompareSection
 from milkit.compare.plot import plot_comparison
@@ -180,8 +180,7 @@ def write_comparison(out_dir: Path, table: dict[str, Any]) -> None:
         header += [f"{k}_mean", f"{k}_std", f"{k}_ci95_low", f"{k}_ci95_high"]
     header += ["n_parameters", "seconds_per_epoch", "peak_memory_mb", "inference_seconds_per_slide",
                f"p_vs_best_{metric}", "within_noise_of_best"]
-    tmp = out_dir / f"comparison.csv.{os.getpid()}.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_path(out_dir / "comparison.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for row in table["rows"]:
@@ -194,7 +193,6 @@ def write_comparison(out_dir: Path, table: dict[str, Any]) -> None:
                      row["inference_seconds_per_slide"], vs.get("p_value"),
                      "best" if vs["is_best"] else vs.get("within_noise")]
             w.writerow(line)
-    tmp.replace(out_dir / "comparison.csv")
     plot_comparison(table["rows"], table["runs"], metric, out_dir / "comparison.png")
 
 

@@ -17,8 +17,6 @@ Layouts detected by :func:`read_bag`:
 * **HistGen / CLAM pt** (``.pt``): a plain [N, D] tensor, no coordinates.
 """
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from milkit.atomic import atomic_path
 from milkit.errors import DataError
 
 FORMAT_ATTR = "feature_format"
@@ -204,19 +203,12 @@ def write_bag(path: Path | str, features: np.ndarray, coords: np.ndarray | None,
     path.parent.mkdir(parents=True, exist_ok=True)
     feats = np.asarray(features)
     feats = feats if feats.dtype == np.float16 else feats.astype(np.float32, copy=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset("features", data=feats, track_times=False)
-            if coords is not None:
-                c = np.rint(np.asarray(coords, dtype=np.float64)).astype(np.int64).reshape(-1, 2)
-                f.create_dataset("coords", data=c, track_times=False)
-            f.attrs[MILKIT_MARKER] = __version__
-            for key, value in sorted(attrs.items()):
-                if value is not None and key != MILKIT_MARKER:
-                    f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        f.create_dataset("features", data=feats, track_times=False)
+        if coords is not None:
+            c = np.rint(np.asarray(coords, dtype=np.float64)).astype(np.int64).reshape(-1, 2)
+            f.create_dataset("coords", data=c, track_times=False)
+        f.attrs[MILKIT_MARKER] = __version__
+        for key, value in sorted(attrs.items()):
+            if value is not None and key != MILKIT_MARKER:
+                f.attrs[key] = value

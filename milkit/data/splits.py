@@ -1,13 +1,13 @@
 """Patient-level (case_id) disjoint splits: stratified holdout, stratified K-fold, or given."""
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from milkit.atomic import write_text
 from milkit.errors import DataError
 
 Split = dict[str, list[str]]  # {"train": [...], "val": [...], "test": [...]} slide ids
@@ -80,9 +80,7 @@ def check_disjoint(splits: list[Split], rows: list[dict[str, Any]]) -> None:
 
 
 def save_splits(path: Path, splits: list[Split], meta: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**meta, "folds": splits}, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps({**meta, "folds": splits}, indent=1))
 
 
 def load_splits(path: Path, known_ids: set[str]) -> list[Split]:

@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from milkit.atomic import write_text
 from milkit.demo.plan import plan_cohort
 from milkit.demo.reports import findings, write_report
 from milkit.demo.slides import MPP, SlidePlan, init_worker, synthesise_slide
@@ -159,10 +160,4 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[list]) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, text)

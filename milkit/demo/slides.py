@@ -5,7 +5,6 @@ The TIFF is what OpenSlide calls ``generic-tiff``: level 0 plus reduced-resoluti
 pixels per centimetre so that OpenSlide reports ``openslide.mpp-x``.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from milkit.atomic import atomic_path
 from milkit.demo.textures import DRAWERS
 from milkit.demo.tissue import GRID, PALETTE, TUMOUR_OF_SUBTYPE, Tissue, class_scores, composition
 from milkit.demo.tissue import smooth_border, tissue_field, upsample_labels
@@ -91,9 +91,8 @@ def write_pyramid(path: Path, image: np.ndarray, *, mpp: float = MPP) -> None:
         image: Level-0 RGB [H, W, 3] uint8.
         mpp: Level-0 microns per pixel, stored as pixels per centimetre.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     level = image
-    try:
+    with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp) as tif:
             for k in range(N_LEVELS):
                 if k:
@@ -115,9 +114,6 @@ def write_pyramid(path: Path, image: np.ndarray, *, mpp: float = MPP) -> None:
                     metadata=None,
                     maxworkers=1,
                 )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def synthesise_slide(plan: SlidePlan, path: Path) -> dict[str, float]:

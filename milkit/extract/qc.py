@@ -1,28 +1,15 @@
 """Quality-control outputs per slide: a PNG overlay and the tissue contours as GeoJSON (QuPath-ready)."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from milkit.atomic import write_bytes
 from milkit.extract.segmentation import TissueSegmentation
 
 OVERLAY_MAX_PX = 1024
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _ring(points: np.ndarray) -> list[list[float]]:
@@ -46,7 +33,7 @@ def contours_geojson(seg: TissueSegmentation) -> dict:
 
 
 def save_geojson(seg: TissueSegmentation, path: Path) -> None:
-    _atomic_write(path, json.dumps(contours_geojson(seg)).encode())
+    write_bytes(path, json.dumps(contours_geojson(seg)).encode())
 
 
 def save_overlay(seg: TissueSegmentation, path: Path, *, coords: np.ndarray | None = None,
@@ -74,4 +61,4 @@ def save_overlay(seg: TissueSegmentation, path: Path, *, coords: np.ndarray | No
     ok, buf = cv2.imencode(".png", out)
     if not ok:
         raise OSError(f"could not encode overlay for {path}")
-    _atomic_write(path, buf.tobytes())
+    write_bytes(path, buf.tobytes())

@@ -5,7 +5,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from milkit.extract.qc import _atomic_write
+from milkit.atomic import write_bytes
 
 COLUMNS = ("slide_id", "path", "status", "reason", "n_tiles", "seconds")
 
@@ -55,4 +55,4 @@ def write_report(path: Path, outcomes: list[SlideOutcome]) -> None:
     writer.writerow(COLUMNS)
     for o in outcomes:
         writer.writerow([o.slide_id, o.path, o.status, o.reason, o.n_tiles, f"{o.seconds:.2f}"])
-    _atomic_write(path, buf.getvalue().encode())
+    write_bytes(path, buf.getvalue().encode())

@@ -1,6 +1,5 @@
 """Check a recipe completely before any work, collecting every problem with its file and line."""
 
-import csv
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path

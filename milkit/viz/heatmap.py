@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import rankdata
 
+from milkit.atomic import atomic_path
 from milkit.errors import DataError
 
 log = logging.getLogger("milkit")
@@ -232,7 +233,6 @@ def _save_overlay(overlay: np.ndarray, path: Path, cmap: str, label: str, title:
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), cax=cax)
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return 0, top, w, h

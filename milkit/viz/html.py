@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from milkit.atomic import write_text
 from milkit.viz import summary
 from milkit.viz.rundata import load_splits_summary
 
@@ -77,9 +78,7 @@ class _Page:
         page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(self.title)}</title>"
                 f"<style>{CSS}</style></head><body><h1>{_e(self.title)}</h1><p class=\"sub\">{_e(self.subtitle)}</p>"
                 + "".join(self.parts) + "</body></html>")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, page)
         return path
 
 

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from milkit.atomic import atomic_path
 from milkit.slides import SlideReader
 
 DISPLAY_PX = 192
@@ -44,7 +45,6 @@ def save_tile_strip(reader: SlideReader, top: list[tuple[int, int, float]], bott
     ax.set_axis_off()
     fig.suptitle(f"highest (top row) and lowest (bottom row) scoring patches, read at level 0 ({patch_size} px)",
                  fontsize=8, y=0.995)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
