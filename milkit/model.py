@@ -29,6 +29,15 @@ class MILModel(nn.Module):
         self.head = head
         head.bind(aggregator)
 
+    def check_width(self, width: int, source: object) -> None:
+        """Refuse features of another width than the model was built for, naming ``source``."""
+        if width != self.aggregator.in_dim:
+            from milkit.errors import DataError
+
+            raise DataError(f"{source}: features are {width} wide but this model was trained on "
+                            f"{self.aggregator.in_dim}-wide features (another extractor?); use features made with "
+                            "the extractor of the run's recipe")
+
     def encode(self, bags: Bags) -> AggregatorOutput:
         return self.aggregator(bags.feats, bags.mask, bags.coords)
 

@@ -221,11 +221,16 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+RESUMABLE_CHANGES = ("[train] epochs:",)
+"""What a resumed run may change: more (or fewer) epochs continue the same model and optimiser."""
+
+
 def check_resumable(run_dir: Path, recipe: ResolvedRecipe, *, command: str = "milkit run") -> None:
-    """Refuse to resume ``run_dir`` with a recipe other than the one it was started with."""
+    """Refuse to resume ``run_dir`` with a recipe other than the one it was started with (apart from
+    ``[train] epochs``, which extends or shortens the run)."""
     from milkit.errors import UsageError
 
-    changes = recipe_changes(run_dir, recipe)
+    changes = [c for c in recipe_changes(run_dir, recipe) if not c.startswith(RESUMABLE_CHANGES)]
     if changes:
         shown = changes[:12] + ([f"... and {len(changes) - 12} more"] if len(changes) > 12 else [])
         raise UsageError("--resume", f"{run_dir} was started with another recipe; its checkpoints would not match. "
@@ -237,9 +242,12 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
     run (refused when the run dir was started with a different recipe)."""
+    from milkit.threads import set_threads
+
     run_dir = Path(out) if out is not None else recipe.output_dir
     if resume:
         check_resumable(run_dir, recipe)
+    set_threads(recipe.run.threads)
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -311,8 +319,12 @@ def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[st
     fold_dir.mkdir(parents=True, exist_ok=True)
     result_path = fold_dir / "result.json"
     if resume and result_path.is_file():
-        log.info("fold %d: already finished, reusing %s", fold, result_path)
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if done.get("planned_epochs", recipe.train.epochs) == recipe.train.epochs:
+            log.info("fold %d: already finished, reusing %s", fold, result_path)
+            return done
+        log.info("fold %d: [train] epochs changed from %s to %s; continuing from its last checkpoint", fold,
+                 done.get("planned_epochs"), recipe.train.epochs)
     seed_everything(recipe.run.seed + fold, recipe.run.deterministic)
     rows = {part: [by_id[s] for s in ids] for part, ids in split.items()}
     target_state = recipe.head.cls.fit_targets(recipe.head.config, rows["train"])
@@ -326,6 +338,7 @@ def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[st
                       progress=progress)
     result = trainer.evaluate(trainer.fit(resume=resume))
     result["init"] = init_info
+    result["planned_epochs"] = recipe.train.epochs
     result["n_parameters"] = sum(p.numel() for p in model.parameters())
     result["n_trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if distributed.is_main():

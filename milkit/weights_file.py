@@ -91,7 +91,7 @@ def identify(path: Path | str) -> FileKind:
     """What ``path`` is, from its bytes.
 
     ``kind`` is one of ``missing``, ``directory``, ``empty``, ``safetensors``, ``torch-zip``,
-    ``torchscript``, ``torch-legacy``, ``pickle``, ``npy``, ``npz``, ``zip``, ``hdf5``, ``gzip``,
+    ``torchscript``, ``torch-legacy``, ``pickle``, ``npy``, ``npz``, ``zip``, ``damaged-zip``, ``hdf5``, ``gzip``,
     ``bz2``, ``xz``, ``zstd``, ``tar``, ``text`` or ``binary``. ``detail`` is a phrase that
     completes "it is ...", e.g. ``a text file (ASCII), first line: 'hello'``.
     """
@@ -104,38 +104,38 @@ def identify(path: Path | str) -> FileKind:
     if size == 0:
         return FileKind("empty", "an empty file (0 bytes; did the download or copy finish?)")
     with open(path, "rb") as f:
-        head = f.read(HEAD_BYTES)
-    if any(head[off:off + 8] == HDF5_SIGNATURE for off in (0, 512, 1024, 2048)):
+        magic = f.read(HEAD_BYTES)
+    if any(magic[off:off + 8] == HDF5_SIGNATURE for off in (0, 512, 1024, 2048)):
         return FileKind("hdf5", f"an HDF5 file ({_size(size)}; e.g. a feature file or Keras weights)")
-    if head.startswith(b"\x93NUMPY"):
-        return FileKind("npy", f"a numpy .npy array file ({_npy_header(head)})")
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    if magic.startswith(b"\x93NUMPY"):
+        return FileKind("npy", f"a numpy .npy array file ({_npy_header(magic)})")
+    if magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _identify_zip(path, size)
-    if head.startswith(b"\x1f\x8b"):
+    if magic.startswith(b"\x1f\x8b"):
         return FileKind("gzip", f"a gzip-compressed file ({_size(size)})")
-    if head.startswith(b"BZh"):
+    if magic.startswith(b"BZh"):
         return FileKind("bz2", f"a bzip2-compressed file ({_size(size)})")
-    if head.startswith(b"\xfd7zXZ\x00"):
+    if magic.startswith(b"\xfd7zXZ\x00"):
         return FileKind("xz", f"an xz-compressed file ({_size(size)})")
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
+    if magic.startswith(b"\x28\xb5\x2f\xfd"):
         return FileKind("zstd", f"a zstd-compressed file ({_size(size)})")
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        if _starts_with_torch_magic(head):
+    if len(magic) >= 2 and magic[0] == 0x80 and 2 <= magic[1] <= 5:
+        if _starts_with_torch_magic(magic):
             return FileKind("torch-legacy", f"a torch.save file in the legacy (pre-1.6) format ({_size(size)})")
-        return FileKind("pickle", f"a raw Python pickle (protocol {head[1]}, {_size(size)}), not a torch.save "
+        return FileKind("pickle", f"a raw Python pickle (protocol {magic[1]}, {_size(size)}), not a torch.save "
                                   "zip archive")
-    safetensors = _safetensors_header(path, head, size)
+    safetensors = _safetensors_header(path, magic, size)
     if safetensors is not None:
         n = len([k for k in safetensors if k != "__metadata__"])
         return FileKind("safetensors", f"a safetensors file ({n} tensors, {_size(size)})")
-    if len(head) > 262 and head[257:262] == b"ustar":
+    if len(magic) > 262 and magic[257:262] == b"ustar":
         return FileKind("tar", f"a tar archive ({_size(size)})")
-    text = _as_text(head)
+    text = _as_text(magic)
     if text is not None:
-        if _is_text_pickle(head):
+        if _is_text_pickle(magic):
             return FileKind("pickle", f"a raw Python pickle (text protocol 0, {_size(size)})")
-        return FileKind("text", _text_detail(text, ascii_only=all(b < 0x80 for b in head)))
-    return FileKind("binary", f"an unrecognised binary file ({_size(size)}), first bytes: {head[:16].hex(' ')}")
+        return FileKind("text", _text_detail(text, ascii_only=all(b < 0x80 for b in magic)))
+    return FileKind("binary", f"an unrecognised binary file ({_size(size)}), first bytes: {magic[:16].hex(' ')}")
 
 
 def _size(n: int) -> str:
@@ -146,8 +146,8 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _npy_header(head: bytes) -> str:
-    match = re.search(rb"'descr':\s*'([^']*)'.*'shape':\s*(\([^)]*\))", head[:512], re.S)
+def _npy_header(magic: bytes) -> str:
+    match = re.search(rb"'descr':\s*'([^']*)'.*'shape':\s*(\([^)]*\))", magic[:512], re.S)
     return f"dtype {match.group(1).decode()}, shape {match.group(2).decode()}" if match else "header unreadable"
 
 
@@ -156,7 +156,8 @@ def _identify_zip(path: Path, size: int) -> FileKind:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        return FileKind("zip", f"a damaged zip archive ({_size(size)}; {exc})")
+        return FileKind("damaged-zip", f"a damaged or truncated zip archive ({_size(size)}: {exc}; torch.save "
+                                       "writes zip archives, so possibly a checkpoint cut short)")
     pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
     if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n or n.startswith("code/") for n in names):
         return FileKind("torchscript", f"a TorchScript archive (torch.jit.save: code and weights, {_size(size)})")
@@ -171,9 +172,9 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _starts_with_torch_magic(head: bytes) -> bool:
+def _starts_with_torch_magic(magic: bytes) -> bool:
     try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(head[:64])):
+        for op, arg, _ in pickletools.genops(io.BytesIO(magic[:64])):
             if op.name == "STOP":
                 return False
             if arg == TORCH_LEGACY_MAGIC:
@@ -183,13 +184,13 @@ def _starts_with_torch_magic(head: bytes) -> bool:
     return False
 
 
-def _safetensors_header(path: Path, head: bytes, size: int) -> dict | None:
+def _safetensors_header(path: Path, magic: bytes, size: int) -> dict | None:
     if size < 10:
         return None
-    (n,) = struct.unpack("<Q", head[:8])
+    (n,) = struct.unpack("<Q", magic[:8])
     if not 2 <= n <= min(size - 8, 100 << 20):
         return None
-    if head[8:9] != b"{":
+    if magic[8:9] != b"{":
         return None
     with open(path, "rb") as f:
         f.seek(8)
@@ -201,25 +202,25 @@ def _safetensors_header(path: Path, head: bytes, size: int) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
-def _as_text(head: bytes) -> str | None:
-    if b"\x00" in head:
+def _as_text(magic: bytes) -> str | None:
+    if b"\x00" in magic:
         return None
     try:
-        text = head.decode("utf-8")
+        text = magic.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3 or exc.reason != "unexpected end of data":
+        if exc.start < len(magic) - 3 or exc.reason != "unexpected end of data":
             return None
-        text = head[:exc.start].decode("utf-8")
+        text = magic[:exc.start].decode("utf-8")
     controls = sum(1 for c in text if ord(c) < 32 and c not in "\t\n\r\f\v\x1b")
     return None if controls > max(2, len(text) // 100) else text.removeprefix("\ufeff")
 
 
-def _is_text_pickle(head: bytes) -> bool:
+def _is_text_pickle(magic: bytes) -> bool:
     """A protocol-0 pickle (text opcodes) that parses to its STOP."""
-    if head[:1] not in (b"(", b"c", b"]", b"}", b"S", b"V", b"I", b"L", b"F", b"N", b"i"):
+    if magic[:1] not in (b"(", b"c", b"]", b"}", b"S", b"V", b"I", b"L", b"F", b"N", b"i"):
         return False
     try:
-        ops = [op.name for op, _, _ in pickletools.genops(io.BytesIO(head))]
+        ops = [op.name for op, _, _ in pickletools.genops(io.BytesIO(magic))]
     except Exception:  # ordinary text is not a pickle
         return False
     return len(ops) > 1 and ops[-1] == "STOP"
@@ -479,6 +480,7 @@ def not_weights_message(path: Path, kind: FileKind | None = None) -> str:
         "npy": f"It holds one array, not named weights; {_SAFETENSORS_HINT}.",
         "npz": f"It holds numpy arrays, not a model's weights; {_SAFETENSORS_HINT}.",
         "zip": "Unzip it and pass the weights file inside.",
+        "damaged-zip": "Fetch or copy the file again (compare its size or checksum with the original).",
         "tar": "Unpack it (`tar xf`) and pass the weights file inside.",
         "gzip": "Decompress it first (`gunzip -k FILE`) and pass the result.",
         "bz2": "Decompress it first (`bunzip2 -k FILE`) and pass the result.",
@@ -510,11 +512,10 @@ def refusal_message(path: Path, kind: FileKind, exc: BaseException, allow: Itera
     lines.append(_what_to_do(outside))
     plain = [g for g in outside if not is_unsafe(g) and g != UNRESOLVED]
     if outside and len(plain) == len(outside):
-        names = " ".join(plain)
-        which = f"{plain[0]} is a plain data class" if len(plain) == 1 else \
-            f"each of {', '.join(plain)} is a plain data class"
-        lines.append(f"If {which} you trust (not a function), the file can be converted here instead: "
-                     f"`milkit convert-weights {path} --allow {names} --out weights.safetensors`.")
+        flags = " ".join(f"--allow {name}" for name in plain)
+        them = "it" if len(plain) == 1 else "each of them"
+        lines.append(f"None of these is known to run code; if you trust {them} as plain data, the file can be "
+                     f"converted here instead: `milkit convert-weights {path} {flags} --out weights.safetensors`.")
     elif not outside:
         lines.append("If the file is damaged or truncated (an interrupted download or copy), fetch it again.")
     return "\n".join(lines)

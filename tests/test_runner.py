@@ -89,9 +89,13 @@ def test_nan_features_name_the_slide(tmp_path, registries, synthetic_cohort):
         f["features"][...] = data
     from milkit.errors import DataError
 
+    strict = resolve(tmp_path, registries, synthetic_cohort, epochs=1, overrides=["cohort.strict=true"])
     with pytest.raises(DataError, match="slide s005: .* NaN/Inf"):
-        run_recipe(resolve(tmp_path, registries, synthetic_cohort, epochs=1), registries, out=tmp_path / "n",
-                   progress=False)
+        run_recipe(strict, registries, out=tmp_path / "n", progress=False)
+    run = run_recipe(resolve(tmp_path, registries, synthetic_cohort, epochs=1), registries, out=tmp_path / "m",
+                     progress=False)  # by default the slide is left out and the run goes on
+    excluded = json.loads((run / "metrics.json").read_text())["excluded_slides"]
+    assert [e["slide_id"] for e in excluded] == ["s005"] and "NaN/Inf" in excluded[0]["reason"]
 
 
 def test_resume_with_a_changed_recipe_is_refused_and_says_what_differs(tmp_path, registries, synthetic_cohort):
@@ -104,8 +108,24 @@ def test_resume_with_a_changed_recipe_is_refused_and_says_what_differs(tmp_path,
     with pytest.raises(UsageError) as info:
         run_recipe(changed, registries, out=tmp_path / "run", resume=True, progress=False)
     message = str(info.value)
-    assert "[train] epochs: 1 -> 2" in message and "[aggregator] embed_dim: 16 -> 8" in message
-    assert "--force-new" in message
+    assert "[aggregator] embed_dim: 16 -> 8" in message and "--force-new" in message
+    assert "epochs" not in message                          # more epochs continue the same model: allowed
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before             # nothing was touched
-    same = resolve(tmp_path, registries, synthetic_cohort, epochs=1)
-    run_recipe(same, registries, out=tmp_path / "run", resume=True, progress=False)  # the same recipe resumes
+    longer = resolve(tmp_path, registries, synthetic_cohort, epochs=2)
+    run = run_recipe(longer, registries, out=tmp_path / "run", resume=True, progress=False)
+    assert json.loads((run / "metrics.json").read_text())["folds"][0]["cost"]["epochs"] == 2
+
+
+def test_features_of_another_width_are_refused_by_name(tmp_path, registries, synthetic_cohort):
+    import numpy as np
+
+    from milkit.data.feature_formats import write_bag
+    from milkit.errors import DataError
+    from milkit.viz.attention import RunScorer
+
+    run = run_recipe(resolve(tmp_path, registries, synthetic_cohort, epochs=1), registries, out=tmp_path / "run",
+                     progress=False)
+    wide = synthetic_cohort.parent / "features" / "s000.h5"
+    write_bag(wide, np.ones((5, 24), "float32"), np.zeros((5, 2)), {})
+    with pytest.raises(DataError, match=r"s000\.h5: features are 24 wide but this model was trained on 16-wide"):
+        RunScorer(run, registries=registries).scores("s000")

@@ -87,6 +87,7 @@ MAKERS = {
     "npz": [lambda d: (np.savez(d / "a.npz", x=np.zeros(2), y=np.ones(3)), d / "a.npz")[1]],
     "gzip": [lambda d: _write(d / "a.pth.gz", gzip.compress(b"hello")),
              lambda d: _write(d / "b.pth", gzip.compress(_torch(d / "inner.pth", _tensors()).read_bytes()))],
+    "damaged-zip": [lambda d: _write(d / "a.pth", _torch(d / "full.pth", _tensors()).read_bytes()[:700])],
     "binary": [lambda d: _random(d / "a.pth", 0), lambda d: _random(d / "b.safetensors", 1),
                lambda d: _write(d / "c.bin", bytes(range(1, 64)) * 3)],
 }
@@ -115,7 +116,7 @@ def test_details_say_what_was_seen(tmp_path: Path) -> None:
     assert identify(tmp_path / "nope.pth").kind == "missing" and identify(tmp_path).kind == "directory"
 
 
-@pytest.mark.parametrize("kind", ["empty", "text", "hdf5", "npy", "npz", "gzip", "binary", "pickle"])
+@pytest.mark.parametrize("kind", ["empty", "text", "hdf5", "npy", "npz", "gzip", "damaged-zip", "binary", "pickle"])
 def test_files_that_are_not_weights_are_described_not_loaded(tmp_path: Path, kind: str) -> None:
     path = MAKERS[kind][0](tmp_path)
     with pytest.raises(CheckpointError) as err:
@@ -297,6 +298,20 @@ def test_a_plain_class_outside_the_allow_list_can_be_allowed(tmp_path: Path) -> 
     assert read_tensors(path, allow=["types.SimpleNamespace"])["cfg"].lr == 0.1
 
 
+def test_numpy_arrays_need_allow_and_the_suggested_command_works(tmp_path: Path) -> None:
+    path = _torch(tmp_path / "arr.pth", {"state_dict": _tensors(), "history": np.arange(4.0)})
+    with pytest.raises(CheckpointError) as err:
+        read_tensors(path)
+    command = str(err.value).split("`milkit ", 1)[1].split("`", 1)[0].split()
+    assert command[:2] == ["convert-weights", str(path)] and command.count("--allow") == 2
+    out = tmp_path / "weights.safetensors"
+    command[command.index("--out") + 1] = str(out)
+    result = CliRunner().invoke(make_app(get_plugin_manager(autoload=False)), command)
+    assert result.exit_code == 0, result.output
+    back = load_file(str(out))
+    assert all(torch.equal(back[k], v) for k, v in _tensors().items())
+
+
 def test_legacy_torch_files_read(tmp_path: Path) -> None:
     path = MAKERS["torch-legacy"][0](tmp_path)
     back = read_tensors(path)
@@ -333,3 +348,11 @@ def test_text_file_given_to_the_histgen_importer(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         import_histgen(path, tmp_path / "ann.json", tmp_path / "run")
     _check_text(str(err.value), path)
+
+
+def test_no_reader_calls_or_suggests_unsafe_loading() -> None:
+    root = Path(__file__).resolve().parents[1] / "milkit"
+    for rel in ("weights_file.py", "commands/convert_weights.py", "histgen/convert.py",
+                "components/extractors/weights.py"):
+        source = (root / rel).read_text(encoding="utf-8")
+        assert not any(s in source for s in UNSAFE_ADVICE), rel

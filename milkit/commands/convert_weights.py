@@ -4,7 +4,6 @@ The input is read with :func:`milkit.weights_file.read_tensors` (weights-only, w
 allow-list plus ``--allow``), so nothing in it is run; the tensors are written atomically.
 """
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,9 +78,11 @@ def _keys(obj: Mapping) -> str:
 
 
 def write_safetensors(tensors: dict[str, Any], out: Path, metadata: dict[str, str]) -> None:
-    """Contiguous, unshared copies where needed, written to a temp file beside ``out``, then renamed."""
+    """Contiguous, unshared copies where needed, written atomically (:func:`milkit.atomic.atomic_path`)."""
     import torch
     from safetensors.torch import save_file
+
+    from milkit.atomic import atomic_path
 
     seen: set[int] = set()
     ready = {}
@@ -94,14 +95,8 @@ def write_safetensors(tensors: dict[str, Any], out: Path, metadata: dict[str, st
             t = t.contiguous().clone()
         seen.add(t.untyped_storage().data_ptr())
         ready[name] = t
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:                        # temp file beside `out`, then os.replace
         save_file(ready, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def register(app: typer.Typer) -> None:

@@ -67,7 +67,10 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("generating reports", total=len(mine))
             for start in range(0, len(mine), batch_size):
                 chunk = mine[start:start + batch_size]
-                bags = collate_bags([store.load(s) for s in chunk]).to(dev)
+                loaded = [store.load(s) for s in chunk]
+                for s, (feats, _) in zip(chunk, loaded):
+                    model.check_width(int(feats.shape[1]), store.paths[s])
+                bags = collate_bags(loaded).to(dev)
                 records = model.head.predict(model.encode(bags), [{"slide_id": s} for s in chunk])
                 reports.extend((rec["slide_id"], rec[text]) for rec in records)
                 bar.advance(task, len(chunk))

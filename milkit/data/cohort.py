@@ -61,6 +61,12 @@ def load_cohort_csv(path: Path, *, slides_dir: Path | None = None) -> Cohort:
 
 def csv_columns(path: Path) -> list[str]:
     """The header of a CSV table ([] if it is empty)."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        return next(csv.reader(f), [])
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                        "save the table as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV table ({exc})") from None
 

@@ -28,11 +28,11 @@ def classification_metrics(records: list[dict[str, Any]], classes: list[str]) ->
     if len(present) >= 2 and set(present) <= set(classes):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if len(classes) == 2:
-                auc = float(roc_auc_score([c == classes[1] for c in y_true], probs[:, 1]))
+            cols = [classes.index(c) for c in present]
+            p = probs[:, cols] / probs[:, cols].sum(1, keepdims=True).clip(1e-12)  # renormalised over present
+            if len(present) == 2:  # two classes in this split (of two or more): one binary AUC
+                auc = float(roc_auc_score([c == present[1] for c in y_true], p[:, 1]))
             else:
-                cols = [classes.index(c) for c in present]
-                p = probs[:, cols] / probs[:, cols].sum(1, keepdims=True).clip(1e-12)
                 auc = float(roc_auc_score(y_true, p, labels=present, multi_class="ovr", average="macro"))
     out["auc_macro"] = auc
     return out

@@ -14,6 +14,8 @@ class RunSection(ComponentConfig):
     seed: int = Field(0, description="Seed for splits, initialisation, shuffling and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
     deterministic: bool = Field(True, description="Use deterministic torch algorithms (bit-identical CPU runs).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (default: MILKIT_THREADS, else one per available core).")
 
 
 class CohortSection(ComponentConfig):

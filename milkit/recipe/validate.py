@@ -10,7 +10,7 @@ import pydantic
 from milkit.cohort_format import CohortFormat
 from milkit.compare.config import CompareSection
 from milkit.config import ComponentConfig, validation_messages
-from milkit.errors import Issue, RecipeError
+from milkit.errors import Issue, MilkitError, RecipeError
 from milkit.recipe.load import Recipe
 from milkit.recipe.locate import locate
 from milkit.recipe.sections import ALL_TABLES, SECTIONS, CohortSection, EvalSection, RunSection, TrainSection
@@ -218,9 +218,11 @@ def check_cohort(col: _Collector, recipe: Recipe, registries: Registries, *,
         cohort = CohortSection.model_validate(settings)
     except pydantic.ValidationError as exc:
         col.pydantic("cohort", exc, CohortSection, "[cohort]")
-    if cohort is not None:
-        cohort = cohort.model_copy(update={k: _resolve_path(recipe.base_dir, getattr(cohort, k))
-                                           for k in ("slides_dir", "features_dir", "splits_file")})
+        # keep checking the rest (columns, stratify) with what was given; nothing runs anyway
+        cohort = CohortSection.model_construct(**{k: v for k, v in settings.items() if k in CohortSection.model_fields})
+    paths = {k: getattr(cohort, k) for k in ("slides_dir", "features_dir", "splits_file")}
+    cohort = cohort.model_copy(update={k: _resolve_path(recipe.base_dir, Path(str(v))) if v is not None else None
+                                       for k, v in paths.items()})
     if len(named) != 1:
         what = f"names {len(named)} cohorts ({', '.join(named)})" if named else "names no cohort"
         col.add("cohort", named[1] if len(named) > 1 else None, f"{what}; set exactly one of {choices}")
@@ -311,7 +313,11 @@ def check_cohort_files(col: _Collector, cohort: CohortSection, source: CohortSou
                 "format that carries its split (e.g. annotations)")
     if head is None or (isinstance(source.value, Path) and not source.value.is_file()):
         return
-    header = source.format().columns(source.value)
+    try:
+        header = source.format().columns(source.value)
+    except MilkitError as exc:
+        col.add("cohort", source.key, str(exc))
+        return
     if header is None:
         return
     where = source.value if isinstance(source.value, Path) else f"the {source.format.name} cohort"

@@ -107,6 +107,7 @@ class RunScorer:
         bag = read_bag(path)
         if bag.coords is None:
             raise DataError(f"{path} has no patch coordinates, so its attention cannot be placed on the slide")
+        self.model.check_width(int(bag.features.shape[1]), path)
         feats = torch.from_numpy(np.ascontiguousarray(bag.features, dtype=np.float32))[None].to(self.device)  # 1 n d
         coords = torch.from_numpy(bag.coords.astype(np.float32))[None].to(self.device)                       # 1 n 2
         mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=self.device)                             # 1 n

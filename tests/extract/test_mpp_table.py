@@ -78,7 +78,7 @@ def test_run_uses_the_cohort_mpp_column(tmp_path: Path, registries) -> None:
         '[extractor]\nname = "color-texture"\ninput_px = 32\ntarget_mpp = 2.0\ntile_size_px = 32\n'
         'seg_min_area = 1.0\nnum_workers = 0\n')
     recipe = validate_recipe(load_recipe(tmp_path / "r.toml"), registries)
-    paths = ensure_features(recipe, load_cohort(recipe), progress=False)
-    assert sorted(paths) == ["a", "b"]
+    paths, left_out = ensure_features(recipe, load_cohort(recipe), progress=False)
+    assert sorted(paths) == ["a", "b"] and left_out == {}
     with h5py.File(paths["a"]) as f:
         assert f.attrs["mpp"] == 0.5 and f.attrs["mpp_source"] == "mpp from mpp_override"
