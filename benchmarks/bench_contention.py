@@ -2,11 +2,14 @@
 
     python benchmarks/bench_contention.py [--steps 150] [--repeats 3]
 
-For each OpenMP policy (milkit's default, passive waiting; and torch's own, spinning, via
-MILKIT_OPENMP=0) and each competitor (none; a pure-Python busy loop; another torch process
-doing matrix products on every core), the job runs in a fresh process and its wall time is
-the median of ``--repeats``. The ratio column is contended / alone for the same policy;
-milkit's target is <= 2.5x with one competing process on 2 cores and ~1.0x when alone.
+The job is milkit's training step (ABMIL + classification, bags of 300-1500 patches) with the
+trainer's thread governor (milkit.threads) ticking every step, as ``milkit run`` does. Variants:
+milkit's default (the governor), torch's defaults (threads fixed to the cores, OpenMP spinning)
+and passive OpenMP waiting (``OMP_WAIT_POLICY=PASSIVE``, fixed threads). Competitors: none; a
+pure-Python busy loop; another torch process doing matrix products on every core. Each job runs
+in a fresh process; its wall time is the median of ``--repeats``. The ratio column is contended /
+alone for the same variant; milkit's target is <= 2.5x with one competing process on 2 cores,
+and the same speed as torch's defaults when alone.
 Run it on an otherwise quiet machine; results go in docs/benchmarks.md.
 """
 
@@ -19,14 +22,14 @@ import time
 
 JOB = r"""
 import time, sys
-import milkit  # sets the OpenMP policy before torch loads (unless MILKIT_OPENMP=0)
+import os
 import torch
 from milkit.components.aggregators.abmil import ABMIL, ABMILConfig
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.model import Bags, MILModel
-from milkit.threads import set_threads
+from milkit import threads
 
-set_threads()
+threads.govern(int(os.environ["FIXED"]) if os.environ.get("FIXED") else None)
 torch.manual_seed(0)
 model = MILModel(ABMIL(ABMILConfig(embed_dim=256, attn_dim=128), in_dim=512),
                  Classification(ClassificationConfig(n_boot=0), in_dim=256, target_state={"classes": ["a", "b", "c"]}))
@@ -38,11 +41,12 @@ for b in bags[:2]:  # warm-up
     model.training_loss(model(b, targets), targets).backward()
 start = time.perf_counter()
 for step in range(STEPS):
+    threads.tick()
     opt.zero_grad()
     b = bags[step % len(bags)]
     model.training_loss(model(b, targets), targets).backward()
     opt.step()
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, torch.get_num_threads())
 """
 
 COMPETITORS = {
@@ -55,7 +59,7 @@ COMPETITORS = {
 def run_job(steps: int, env: dict[str, str]) -> float:
     out = subprocess.run([sys.executable, "-c", JOB.replace("STEPS", str(steps))], env=env, check=True,
                          capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(out.stdout.strip().splitlines()[-1].split()[0])
 
 
 def main() -> None:
@@ -63,11 +67,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MILKIT_OPENMP", "MILKIT_THREADS")}
-    policies = {"milkit (passive wait)": {}, "torch default (spinning)": {"MILKIT_OPENMP": "0"}}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MILKIT_THREADS", "FIXED")}
+    cores = str(len(os.sched_getaffinity(0)))
+    policies = {"milkit (thread governor)": {}, "torch defaults (fixed threads, spinning)": {"FIXED": cores},
+                "passive OpenMP wait, fixed threads": {"FIXED": cores, "OMP_WAIT_POLICY": "PASSIVE"}}
     print(f"cores available: {len(os.sched_getaffinity(0))}; job: ABMIL training, {args.steps} steps; "
           f"median of {args.repeats}")
-    print("| OpenMP policy | competitor | seconds | ratio to alone |")
+    print("| threads | competitor | seconds | ratio to alone |")
     print("|---|---|---|---|")
     for policy, extra in policies.items():
         alone = None
@@ -75,8 +81,8 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 rival = None
-                if code is not None:  # the rival keeps torch's default policy: the worst neighbour
-                    rival = subprocess.Popen([sys.executable, "-c", code], env={**base, "MILKIT_OPENMP": "0"})
+                if code is not None:  # the rival keeps torch's defaults: the worst neighbour
+                    rival = subprocess.Popen([sys.executable, "-c", code], env=base)
                     time.sleep(1.0)
                 try:
                     times.append(run_job(args.steps, {**base, **extra}))

@@ -1,10 +1,6 @@
 """milkit: plugin-based multiple-instance learning for computational pathology."""
 
-from milkit.threads import configure_openmp
-
-configure_openmp()  # before torch's first import (milkit.threads explains why)
-
-from milkit.aggregator import Aggregator, AggregatorOutput  # noqa: E402 - after configure_openmp
+from milkit.aggregator import Aggregator, AggregatorOutput
 from milkit.cohort_format import CohortFormat
 from milkit.config import ComponentConfig
 from milkit.errors import MilkitError

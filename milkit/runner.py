@@ -242,12 +242,12 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
     run (refused when the run dir was started with a different recipe)."""
-    from milkit.threads import set_threads
+    from milkit.threads import govern
 
     run_dir = Path(out) if out is not None else recipe.output_dir
     if resume:
         check_resumable(run_dir, recipe)
-    set_threads(recipe.run.threads)
+    govern(recipe.run.threads)
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)

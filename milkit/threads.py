@@ -1,26 +1,26 @@
 """CPU threads that share a busy machine fairly instead of spinning against it.
 
-PyTorch's CPU kernels run on an OpenMP pool whose idle threads spin (busy-wait) for a while
-before sleeping. On a machine shared with another CPU-bound process that spinning steals the
-cores the other threads wait for, and small-batch MIL training slows down 10-20x. milkit
-therefore asks OpenMP to wait passively (``OMP_WAIT_POLICY=PASSIVE``), which it must do before
-torch is first imported: ``import milkit`` does it, unless the variable is already set or
-``MILKIT_OPENMP=0``. Measured in ``benchmarks/bench_contention.py`` (docs/benchmarks.md).
+PyTorch's CPU kernels run on an OpenMP team whose idle threads spin (busy-wait) before they
+sleep. Alone, that spinning is what makes small kernels fast; beside another CPU-bound process
+it steals the cores the team waits for, and small-batch MIL training slows down 10-20x.
+Passive waiting (``OMP_WAIT_POLICY=PASSIVE``) fixes the second case but costs a third of the
+speed in the first (``benchmarks/bench_contention.py``). So milkit keeps OpenMP's spinning and
+watches instead: a :class:`ThreadGovernor` measures, every couple of seconds, how much CPU
+other processes take (``/proc/stat`` minus this process), and runs torch on the cores that are
+left, down to one thread (a team of one never spins). When the other process ends, the threads
+come back.
 
-Intra-op threads: ``[run] threads``, else ``MILKIT_THREADS``, else one per core this process
-may run on.
+A fixed count (``[run] threads`` or ``MILKIT_THREADS``) turns the governor off.
 """
 
 import os
+import time
 
 ENV_THREADS = "MILKIT_THREADS"
-ENV_OPENMP = "MILKIT_OPENMP"
-
-
-def configure_openmp() -> None:
-    """Passive OpenMP waiting, unless the user chose a policy or opted out; a no-op after torch loaded."""
-    if os.environ.get(ENV_OPENMP, "1") != "0":
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+CHECK_EVERY_S = 1.0
+"""How often the governor looks at the machine (a read of two small /proc files)."""
+BUSY_CORE = 0.6
+"""Another process counts as holding a core when it uses at least this share of one."""
 
 
 def available_cores() -> int:
@@ -31,25 +31,82 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def thread_count(requested: int | None = None) -> int:
-    """``requested``, else ``$MILKIT_THREADS``, else :func:`available_cores`."""
+def requested_threads(requested: int | None = None) -> int | None:
+    """``requested``, else ``$MILKIT_THREADS``; None when neither fixes the count."""
     from milkit.errors import UsageError
 
     if requested is not None:
         return requested
     env = os.environ.get(ENV_THREADS, "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise UsageError(ENV_THREADS, f"expected a whole number >= 1, got {env!r}")
-        return int(env)
-    return available_cores()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise UsageError(ENV_THREADS, f"expected a whole number >= 1, got {env!r}")
+    return int(env)
 
 
-def set_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op threads (see :func:`thread_count`) and return the number set."""
-    import torch
+def _busy_seconds() -> tuple[float, float] | None:
+    """(CPU seconds busy on the whole machine, CPU seconds used by this process), or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat", encoding="ascii") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)   # all but idle and iowait
+    return busy / tick, (int(own[11]) + int(own[12])) / tick                 # utime + stime
 
-    n = thread_count(requested)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
+
+class ThreadGovernor:
+    """Keeps torch's intra-op threads to the cores other processes leave free.
+
+    Call :meth:`tick` often (every training step); it looks at the machine at most every
+    ``CHECK_EVERY_S`` seconds and changes ``torch.set_num_threads`` only when the free cores change.
+    """
+
+    def __init__(self, requested: int | None = None) -> None:
+        import torch
+
+        self.fixed = requested_threads(requested)
+        self.cores = available_cores()
+        self.threads = self.fixed or self.cores
+        torch.set_num_threads(self.threads)
+        self._last = (time.monotonic(), _busy_seconds())
+
+    def tick(self) -> int:
+        """Re-check the machine if it is time; returns the thread count in force."""
+        if self.fixed is not None or self._last[1] is None:
+            return self.threads
+        now = time.monotonic()
+        if now - self._last[0] < CHECK_EVERY_S:
+            return self.threads
+        sample = _busy_seconds()
+        (then, before), self._last = self._last, (now, sample)
+        if sample is None or before is None:
+            return self.threads
+        others = ((sample[0] - before[0]) - (sample[1] - before[1])) / (now - then)   # cores used by others
+        free = max(1, min(self.cores, self.cores - int(others / BUSY_CORE + 1e-9) if others >= BUSY_CORE else self.cores))
+        if free != self.threads:
+            import torch
+
+            torch.set_num_threads(free)
+            self.threads = free
+        return self.threads
+
+
+_GOVERNOR: ThreadGovernor | None = None
+
+
+def govern(requested: int | None = None) -> ThreadGovernor:
+    """Start (or re-configure) the process's governor: a fixed count, or one per free core."""
+    global _GOVERNOR
+    _GOVERNOR = ThreadGovernor(requested)
+    return _GOVERNOR
+
+
+def tick() -> None:
+    """Let the process's governor re-check the machine (a no-op before :func:`govern`)."""
+    if _GOVERNOR is not None:
+        _GOVERNOR.tick()

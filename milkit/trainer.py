@@ -19,7 +19,7 @@ from milkit.checkpoint import load_training_state, load_weights, save_training_s
 from milkit.data.bags import BagStore, collate_bags
 from milkit.errors import DataError
 from milkit.head import SAMPLE_WEIGHT
-from milkit import distributed
+from milkit import distributed, threads
 from milkit.model import Bags, MILModel
 from milkit.recipe.validate import ResolvedRecipe
 
@@ -147,6 +147,7 @@ class Trainer:
             weight = len(local_rows) * world / len(global_rows)  # share of the global mean this rank holds
             if not local_rows:  # every rank must join each all-reduce: run one row with zero weight
                 local_rows, weight = global_rows[:1], 0.0
+            threads.tick()  # fewer torch threads while other processes hold cores (milkit.threads)
             bags, targets = self._load(local_rows, epoch_seed), self._targets(local_rows)
             if global_loss and distributed.active():
                 targets[SAMPLE_WEIGHT] = torch.full((len(local_rows),), float(weight > 0), device=self.device)
@@ -189,6 +190,7 @@ class Trainer:
         batch_size = max(self.recipe.train.batch_size, 8)
         for i in range(0, len(local), batch_size):
             batch_rows = local[i:i + batch_size]
+            threads.tick()
             bags, targets = self._load(batch_rows, None), self._targets(batch_rows)
             with self._autocast():
                 x = self.model.encode(bags)

@@ -93,11 +93,11 @@ def register(app: typer.Typer) -> None:
 
         from milkit import cli_options as options
 
-        from milkit.threads import set_threads
+        from milkit.threads import govern
 
         out = options.out_dir(out)
         device = options.device(device)
-        set_threads()  # MILKIT_THREADS, else one per available core
+        govern()  # MILKIT_THREADS, else one per core other processes leave free
         table, base = extractor_table(recipe, extractor, sets or [])
         source = str(recipe) if recipe is not None else "command line"
         encoder, settings = build_extraction(table, build_registries(get_plugin_manager()), base_dir=base,

@@ -53,9 +53,9 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
     section = recipe.compare
     if section is None:
         raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
-    from milkit.threads import set_threads
+    from milkit.threads import govern
 
-    set_threads(recipe.run.threads)
+    govern(recipe.run.threads)
     out_dir = Path(out) if out is not None else recipe.output_dir
     if force_new and distributed.is_main():
         for stale in ("runs", "splits.json", "comparison.json", "comparison.csv", "comparison.png", "plots"):
