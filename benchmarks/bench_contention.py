@@ -4,8 +4,9 @@
 
 The job is milkit's training step (ABMIL + classification, bags of 300-1500 patches) with the
 trainer's thread governor (milkit.threads) ticking every step, as ``milkit run`` does. Variants:
-milkit's default (the governor), torch's defaults (threads fixed to the cores, OpenMP spinning)
-and passive OpenMP waiting (``OMP_WAIT_POLICY=PASSIVE``, fixed threads). Competitors: none; a
+milkit's default (deterministic: the count is chosen from the machine's load when the run starts),
+milkit with ``[run] deterministic = false`` (re-checked every second), torch's defaults (threads
+fixed to the cores, OpenMP spinning) and passive OpenMP waiting (``OMP_WAIT_POLICY=PASSIVE``). Competitors: none; a
 pure-Python busy loop; another torch process doing matrix products on every core. Each job runs
 in a fresh process; its wall time is the median of ``--repeats``. The ratio column is contended /
 alone for the same variant; milkit's target is <= 2.5x with one competing process on 2 cores,
@@ -29,7 +30,7 @@ from milkit.components.heads.classification import Classification, Classificatio
 from milkit.model import Bags, MILModel
 from milkit import threads
 
-threads.govern(int(os.environ["FIXED"]) if os.environ.get("FIXED") else None)
+threads.govern(int(os.environ["FIXED"]) if os.environ.get("FIXED") else None, adapt=bool(os.environ.get("ADAPT")))
 torch.manual_seed(0)
 model = MILModel(ABMIL(ABMILConfig(embed_dim=256, attn_dim=128), in_dim=512),
                  Classification(ClassificationConfig(n_boot=0), in_dim=256, target_state={"classes": ["a", "b", "c"]}))
@@ -67,9 +68,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MILKIT_THREADS", "FIXED")}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MILKIT_THREADS", "FIXED", "ADAPT")}
     cores = str(len(os.sched_getaffinity(0)))
-    policies = {"milkit (thread governor)": {}, "torch defaults (fixed threads, spinning)": {"FIXED": cores},
+    policies = {"milkit default (count chosen at start)": {},
+                "milkit, deterministic = false (re-checked)": {"ADAPT": "1"},
+                "torch defaults (fixed threads, spinning)": {"FIXED": cores},
                 "passive OpenMP wait, fixed threads": {"FIXED": cores, "OMP_WAIT_POLICY": "PASSIVE"}}
     print(f"cores available: {len(os.sched_getaffinity(0))}; job: ABMIL training, {args.steps} steps; "
           f"median of {args.repeats}")

@@ -102,6 +102,13 @@ class Suite:
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
+    def no_time_for(self, case: str, need: float) -> bool:
+        """True (and the case is recorded as skipped) when fewer than ``need`` seconds are left."""
+        if self.left() >= need:
+            return False
+        self.skip(case, f"deadline: {self.left():.0f} s left, needs about {need:.0f} s")
+        return True
+
     @property
     def regs(self):
         if self._regs is None:
@@ -471,9 +478,7 @@ def bench_train(S: Suite, label: str, aggregator: str, head: str, agg_kw: dict |
     for n in sizes(S):
         for dname, bf16 in dtypes(S):
             case = f"{label} train {n_label(n)} {dname}"
-            need = max(15.0, 1.3 * last + 5)
-            if S.left() < need:
-                S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
+            if S.no_time_for(case, max(15.0, 1.3 * last + 5)):
                 continue
             t_case = time.monotonic()
             try:
@@ -532,9 +537,7 @@ def bench_generation(S: Suite) -> None:
     try:
         for dname, bf16 in (dtypes(S) if S.cuda else [("fp32", False)]):
             case = f"HistGen generation {dname}"
-            need = max(20.0, 1.3 * last + 5)
-            if S.left() < need:
-                S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
+            if S.no_time_for(case, max(20.0, 1.3 * last + 5)):
                 continue
             t_case = time.monotonic()
             with torch.inference_mode(), torch.autocast(S.dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -631,9 +634,7 @@ def bench_encoders(S: Suite) -> None:
     last = 0.0
     for label, name, kw in encoder_specs(S):
         case = f"encoder {label}"
-        need = max(25.0 if S.cuda else 10.0, 1.5 * last + 5)
-        if S.left() < need:
-            S.skip(case, f"deadline: {S.left():.0f} s left, needs about {need:.0f} s")
+        if S.no_time_for(case, max(25.0 if S.cuda else 10.0, 1.5 * last + 5)):
             continue
         t_case = time.monotonic()
         try:

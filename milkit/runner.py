@@ -12,14 +12,15 @@ import numpy as np
 import tomli_w
 import torch
 
-from milkit.atomic import atomic_path
 from milkit import __version__, distributed
+from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
 from milkit.data.cohort import Cohort
 from milkit.data.splits import Split, load_splits, make_splits, save_splits
 from milkit.errors import DataError
 from milkit.model import MILModel
+from milkit.recipe.diff import check_resumable
 from milkit.recipe.validate import ResolvedRecipe
 from milkit.registry import Registries
 from milkit.trainer import FoldData, Trainer, check_rows, pick_device, seed_everything
@@ -193,51 +194,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def recipe_changes(run_dir: Path, recipe: ResolvedRecipe) -> list[str]:
-    """``[table] key: old -> new`` for every value of ``recipe`` that differs from the run dir's
-    ``recipe.toml`` ([] when the folder holds no run, or the same recipe)."""
-    import tomllib
-
-    path = Path(run_dir) / "recipe.toml"
-    if not path.is_file():
-        return []
-    try:
-        old = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        return [f"{path} is unreadable ({exc})"]
-    new = tomllib.loads(tomli_w.dumps(recipe.to_dict()))
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    return [f"[{k.split('.', 1)[0]}] {k.split('.', 1)[1]}: {flat_old.get(k, '(unset)')!r} -> {flat_new.get(k, '(unset)')!r}"
-            for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k) != flat_new.get(k) and "." in k]
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-RESUMABLE_CHANGES = ("[train] epochs:",)
-"""What a resumed run may change: more (or fewer) epochs continue the same model and optimiser."""
-
-
-def check_resumable(run_dir: Path, recipe: ResolvedRecipe, *, command: str = "milkit run") -> None:
-    """Refuse to resume ``run_dir`` with a recipe other than the one it was started with (apart from
-    ``[train] epochs``, which extends or shortens the run)."""
-    from milkit.errors import UsageError
-
-    changes = [c for c in recipe_changes(run_dir, recipe) if not c.startswith(RESUMABLE_CHANGES)]
-    if changes:
-        shown = changes[:12] + ([f"... and {len(changes) - 12} more"] if len(changes) > 12 else [])
-        raise UsageError("--resume", f"{run_dir} was started with another recipe; its checkpoints would not match. "
-                         "What differs (run dir -> now):\n  " + "\n  ".join(shown) + f"\nRevert the recipe, or start "
-                         f"the run again in this folder with `{command} ... --force-new` (its results are replaced)")
-
-
 def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None, resume: bool = False,
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
@@ -247,7 +203,7 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
     run_dir = Path(out) if out is not None else recipe.output_dir
     if resume:
         check_resumable(run_dir, recipe)
-    govern(recipe.run.threads)
+    govern(recipe.run.threads, adapt=not recipe.run.deterministic)
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)

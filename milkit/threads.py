@@ -2,15 +2,18 @@
 
 PyTorch's CPU kernels run on an OpenMP team whose idle threads spin (busy-wait) before they
 sleep. Alone, that spinning is what makes small kernels fast; beside another CPU-bound process
-it steals the cores the team waits for, and small-batch MIL training slows down 10-20x.
+it steals the cores the team waits for, and small-batch MIL training slows down 4-20x.
 Passive waiting (``OMP_WAIT_POLICY=PASSIVE``) fixes the second case but costs a third of the
 speed in the first (``benchmarks/bench_contention.py``). So milkit keeps OpenMP's spinning and
-watches instead: a :class:`ThreadGovernor` measures, every couple of seconds, how much CPU
-other processes take (``/proc/stat`` minus this process), and runs torch on the cores that are
-left, down to one thread (a team of one never spins). When the other process ends, the threads
-come back.
+watches instead: a :class:`ThreadGovernor` measures how much CPU other processes take
+(``/proc/stat`` minus this process) and runs torch on the cores that are left, down to one
+thread (a team of one never spins).
 
-A fixed count (``[run] threads`` or ``MILKIT_THREADS``) turns the governor off.
+Float results depend on the thread count, so a deterministic run (``[run] deterministic``, the
+default) chooses its count once, when it starts, and keeps it (a resumed run reuses the count
+its checkpoints were made with). With ``deterministic = false`` the governor re-checks every
+second and the threads come back when the other process ends. A fixed count (``[run] threads``
+or ``MILKIT_THREADS``) turns the governor off.
 """
 
 import os
@@ -18,7 +21,9 @@ import time
 
 ENV_THREADS = "MILKIT_THREADS"
 CHECK_EVERY_S = 1.0
-"""How often the governor looks at the machine (a read of two small /proc files)."""
+"""How often an adaptive governor looks at the machine (a read of two small /proc files)."""
+PROBE_S = 0.1
+"""How long the governor watches the machine when it starts."""
 BUSY_CORE = 0.6
 """Another process counts as holding a core when it uses at least this share of one."""
 
@@ -66,44 +71,72 @@ class ThreadGovernor:
     ``CHECK_EVERY_S`` seconds and changes ``torch.set_num_threads`` only when the free cores change.
     """
 
-    def __init__(self, requested: int | None = None) -> None:
-        import torch
-
+    def __init__(self, requested: int | None = None, *, adapt: bool = True) -> None:
         self.fixed = requested_threads(requested)
         self.cores = available_cores()
-        self.threads = self.fixed or self.cores
-        torch.set_num_threads(self.threads)
+        self.threads = 0
         self._last = (time.monotonic(), _busy_seconds())
+        if self.fixed is not None:
+            self._set(self.fixed)
+            return
+        self._set(self.cores)
+        if self._last[1] is not None:  # a first look, so a busy machine is seen before any work
+            time.sleep(PROBE_S)
+            self._look()
+        if not adapt:
+            self.fixed = self.threads
+
+    def _set(self, n: int) -> None:
+        import torch
+
+        if n != self.threads:
+            torch.set_num_threads(n)
+            self.threads = n
 
     def tick(self) -> int:
         """Re-check the machine if it is time; returns the thread count in force."""
         if self.fixed is not None or self._last[1] is None:
             return self.threads
-        now = time.monotonic()
-        if now - self._last[0] < CHECK_EVERY_S:
-            return self.threads
-        sample = _busy_seconds()
-        (then, before), self._last = self._last, (now, sample)
-        if sample is None or before is None:
-            return self.threads
-        others = ((sample[0] - before[0]) - (sample[1] - before[1])) / (now - then)   # cores used by others
-        free = max(1, min(self.cores, self.cores - int(others / BUSY_CORE + 1e-9) if others >= BUSY_CORE else self.cores))
-        if free != self.threads:
-            import torch
-
-            torch.set_num_threads(free)
-            self.threads = free
+        if time.monotonic() - self._last[0] >= CHECK_EVERY_S:
+            self._look()
         return self.threads
+
+    def _look(self) -> None:
+        now, sample = time.monotonic(), _busy_seconds()
+        (then, before), self._last = self._last, (now, sample)
+        if sample is None or before is None or now <= then:
+            return
+        others = ((sample[0] - before[0]) - (sample[1] - before[1])) / (now - then)   # cores used by others
+        held = int(others / BUSY_CORE + 1e-9) if others >= BUSY_CORE else 0
+        self._set(max(1, self.cores - held))
 
 
 _GOVERNOR: ThreadGovernor | None = None
 
 
-def govern(requested: int | None = None) -> ThreadGovernor:
-    """Start (or re-configure) the process's governor: a fixed count, or one per free core."""
+def govern(requested: int | None = None, *, adapt: bool = True) -> ThreadGovernor:
+    """Start (or re-configure) the process's governor: a fixed count, else one thread per free core,
+    chosen now (``adapt=False``) or re-checked as the work goes on."""
     global _GOVERNOR
-    _GOVERNOR = ThreadGovernor(requested)
+    _GOVERNOR = ThreadGovernor(requested, adapt=adapt)
     return _GOVERNOR
+
+
+def pin(n: int) -> None:
+    """Use exactly ``n`` threads from now on (a resumed deterministic run: its checkpoints' count)."""
+    global _GOVERNOR
+    if _GOVERNOR is None:
+        _GOVERNOR = ThreadGovernor(n)
+    else:
+        _GOVERNOR._set(n)
+        _GOVERNOR.fixed = n
+
+
+def current() -> int:
+    """The intra-op thread count in force."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def tick() -> None:

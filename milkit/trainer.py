@@ -210,6 +210,8 @@ class Trainer:
         if resume and last.with_suffix(".json").is_file():
             meta = load_training_state(last, self.model, self.optimizer, self.scheduler)
             state.update({k: meta[k] for k in state if k in meta})
+            if self.recipe.run.deterministic and meta.get("threads"):
+                threads.pin(int(meta["threads"]))  # the same float results as the run it continues
             log.info("fold %d: resumed after epoch %d", self.fold, state["epoch"])
         main = distributed.is_main()
         if main:
@@ -247,7 +249,8 @@ class Trainer:
                 if main:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
-                    save_training_state(last, self.model, self.optimizer, self.scheduler, dict(state))
+                    save_training_state(last, self.model, self.optimizer, self.scheduler,
+                                        {**state, "threads": threads.current()})
                 distributed.barrier()
                 bar.advance(epochs)
                 log.info("fold %d epoch %d: %s", self.fold, epoch, _fmt(entry))
@@ -287,7 +290,8 @@ class Trainer:
                           "peak_memory_mb": self.step_memory_mb(),
                           "peak_memory_kind": "cuda max allocated" if self.device.type == "cuda"
                           else "live tensors of forward+backward + params + Adam moments (largest training bag)",
-                          "inference_seconds_per_slide": result.pop("inference_seconds_per_slide", None)}
+                          "inference_seconds_per_slide": result.pop("inference_seconds_per_slide", None),
+                          "threads": threads.current()}
         return result
 
     def step_memory_mb(self) -> float:

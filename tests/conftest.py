@@ -40,13 +40,17 @@ makes timings steadier on a shared 2-core machine."""
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread_for_tiny_models(request: pytest.FixtureRequest):
+def _fixed_torch_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A fixed thread count for every run a test starts (results do not depend on the machine's load);
+    one thread in the tiny-model folders."""
+    from milkit.threads import ENV_THREADS, available_cores
+
     rel = request.path.relative_to(REPO / "tests").as_posix()
-    if not any(rel.startswith(folder + "/") for folder in ONE_THREAD_FOLDERS):
-        yield
-        return
+    one = any(rel.startswith(folder + "/") for folder in ONE_THREAD_FOLDERS)
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    monkeypatch.setenv(ENV_THREADS, "1" if one else str(available_cores()))
+    if one:
+        torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

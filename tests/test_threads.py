@@ -65,3 +65,20 @@ def test_a_bad_milkit_threads_is_a_usage_error(machine, monkeypatch, value):
 def test_the_real_proc_counters_are_read():
     sample = threads._busy_seconds()
     assert sample is None or (sample[0] >= sample[1] >= 0)
+
+
+def test_a_deterministic_governor_decides_once(machine):
+    machine.others = 1.0
+    gov = threads.ThreadGovernor(adapt=False)   # the first look sees nothing yet (time stands still here)
+    assert gov.fixed == gov.threads == 2
+    machine.advance(3.0)
+    assert gov.tick() == 2                      # never changes afterwards
+
+
+def test_pin_fixes_the_count_of_a_resumed_run(machine):
+    threads.govern()
+    threads.pin(1)
+    machine.others = 0.0
+    machine.advance(3.0)
+    threads.tick()
+    assert threads.current() == 1

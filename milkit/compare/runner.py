@@ -22,8 +22,8 @@ from milkit.registry import Registries
 from milkit import distributed
 from milkit.errors import MilkitError, UsageError
 from milkit.compare.claims import claim, release
-from milkit.runner import (_setup_logging, check_rows, load_cohort, prepare_bags, recipe_changes, stratify_column,
-                           train_fold)
+from milkit.recipe.diff import recipe_changes
+from milkit.runner import _setup_logging, check_rows, load_cohort, prepare_bags, stratify_column, train_fold
 
 log = logging.getLogger("milkit")
 
@@ -55,7 +55,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
     from milkit.threads import govern
 
-    govern(recipe.run.threads)
+    govern(recipe.run.threads, adapt=not recipe.run.deterministic)
     out_dir = Path(out) if out is not None else recipe.output_dir
     if force_new and distributed.is_main():
         for stale in ("runs", "splits.json", "comparison.json", "comparison.csv", "comparison.png", "plots"):

@@ -184,6 +184,8 @@ def _gradients(case: _Case) -> None:
         total = total + _weighted_sum(out.attention * bags.mask, case.gen)
     if out.tokens is not None and out.token_mask is not None:
         total = total + _weighted_sum(out.tokens * out.token_mask[..., None], case.gen)
+    for term in model.auxiliary_losses(out, aux_targets(len(bags.feats))).values():  # instance classifiers
+        total = total + term.float()
     total.backward()
     model.eval()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -192,6 +194,12 @@ def _gradients(case: _Case) -> None:
             "(unused in forward, or cut by detach/argmax/no_grad; set requires_grad=False if frozen on purpose)")
     bad = [n for n, p in params if p.grad is not None and not torch.isfinite(p.grad).all()]
     require(not bad, f"non-finite gradients in: {', '.join(bad[:8])}")
+
+
+def aux_targets(batch: int) -> dict[str, Tensor]:
+    """The targets the gradients check passes to ``auxiliary_losses``: class 0 for every bag, as the
+    classification head's ``collate_targets`` would give (instance losses of CLAM, DSMIL, DTFD read it)."""
+    return {"label": torch.zeros(batch, dtype=torch.long)}
 
 
 def _weighted_sum(t: Tensor, gen: torch.Generator) -> Tensor:

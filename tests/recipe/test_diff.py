@@ -1,0 +1,26 @@
+"""recipe_changes: what differs between a recipe and a run dir's recipe.toml, key by key."""
+
+from milkit.recipe import load_recipe, validate_recipe
+from milkit.recipe.diff import recipe_changes
+
+RECIPE = '[cohort]\ncsv = "{csv}"\n[aggregator]\nname = "abmil"\nembed_dim = {dim}\n[head]\nname = "classification"\n'
+
+
+def _resolved(tmp_path, registries, csv, dim):
+    path = tmp_path / f"r{dim}.toml"
+    path.write_text(RECIPE.format(csv=csv, dim=dim))
+    return validate_recipe(load_recipe(path), registries)
+
+
+def test_no_run_dir_no_change_and_one_change(tmp_path, registries, synthetic_cohort):
+    import tomli_w
+
+    a, b = _resolved(tmp_path, registries, synthetic_cohort, 16), _resolved(tmp_path, registries, synthetic_cohort, 8)
+    assert recipe_changes(tmp_path / "nowhere", a) == []
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text(tomli_w.dumps(a.to_dict()))
+    assert recipe_changes(run, a) == []
+    assert recipe_changes(run, b) == ["[aggregator] embed_dim: 16 -> 8"]
+    (run / "recipe.toml").write_text("[broken")
+    assert "unreadable" in recipe_changes(run, a)[0]
