@@ -20,6 +20,11 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
     ("extractor", "vit"): {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
     ("aggregator", "abmil"): {"embed_dim": 16, "attn_dim": 8},
     ("aggregator", "transmil"): {"embed_dim": 32, "heads": 4},
+    # with their instance losses: the kit's gradient check includes auxiliary_losses (label 0 for every bag)
+    ("aggregator", "clam_sb"): {"k_sample": 2, "n_classes": 3},
+    ("aggregator", "clam_mb"): {"k_sample": 2, "n_classes": 3},
+    # not permutation invariant (eval pseudo-bags follow patch order), so the kit skips that check
+    ("aggregator", "dtfd"): {"embed_dim": 16, "attn_dim": 8, "n_classes": 3},
     ("aggregator", "histgen"): {
         "d_vf": 32, "d_model": 16, "num_heads": 2, "d_ff": 16, "region_size": 4, "prototype_num": 8,
         "cmm_size": 16, "cmm_dim": 16, "topk": 4, "slide_pool_dim": 8,
