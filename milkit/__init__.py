@@ -4,7 +4,7 @@ from milkit.aggregator import Aggregator, AggregatorOutput
 from milkit.cohort_format import CohortFormat
 from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
-from milkit.extractor import Extractor
+from milkit.extractor import EncoderCard, Extractor
 from milkit.head import Head, HeadOutput
 from milkit.hookspecs import hookimpl
 
@@ -14,6 +14,7 @@ __all__ = [
     "Aggregator",
     "AggregatorOutput",
     "CohortFormat",
+    "EncoderCard",
     "ComponentConfig",
     "Extractor",
     "Head",
