@@ -256,3 +256,20 @@ def test_literal_reads_defaults():
     for prose in ("–", "required", "the head's", "`runs/<name>`", "= `tile_size_px`", "– (auto)"):
         assert literal(prose) == (False, None), prose
     assert not _same(1, True) and not _same(0.5, 0.25) and _same(0, 0.0) and _same([0], [0])
+
+
+def test_the_plugin_guide_lists_every_member_core_reads():
+    """docs/plugins.md has a row (or a mention in backticks) for every member the four interfaces declare."""
+    import inspect
+
+    from milkit import Aggregator, CohortFormat, Extractor, Head
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    missing = []
+    for base in (Aggregator, Head, Extractor, CohortFormat):
+        members = {n for n in (*vars(base), *base.__annotations__) if not n.startswith("_")}
+        for name in sorted(members):
+            if not re.search(rf"`{re.escape(name)}\b", guide):
+                missing.append(f"{base.__name__}.{name}")
+    assert missing == [], f"docs/plugins.md does not document: {missing}"
+    assert inspect.getdoc(Head.plots) and inspect.getdoc(Aggregator.auxiliary_losses)
