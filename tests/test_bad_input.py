@@ -75,6 +75,7 @@ RECIPE_DEFECTS = st.sampled_from([
     ("value", "head", "name", '"survival"', "survival"),
     ("value", "run", "device", '"cuda"', "device"),                              # no CUDA here
     ("value", "run", "threads", "0", "threads"),
+    ("value", "run", "output_dir", '"cohort.csv"', "output_dir"),               # a file, not a folder
     ("drop", "head", None, None, "[head]"),                                      # missing table
     ("syntax", None, None, None, "TOML"),                                        # not TOML
 ])

@@ -169,6 +169,9 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     compare = check_compare(col, registries, recipe.data)
     if "run" in sections and check_files:
         check_device(col, sections["run"])
+        out = sections["run"].output_dir
+        if out is not None and _resolve_path(recipe.base_dir, out).is_file():
+            col.add("run", "output_dir", f"{_resolve_path(recipe.base_dir, out)} is an existing file; give a folder")
     if col.issues:
         raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
     assert agg is not None and head is not None and cohort is not None and source is not None
