@@ -198,12 +198,14 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
     run (refused when the run dir was started with a different recipe)."""
-    from milkit.threads import govern
+    from milkit.threads import explain_choice, govern
 
     run_dir = Path(out) if out is not None else recipe.output_dir
     if resume:
         check_resumable(run_dir, recipe)
-    govern(recipe.run.threads, adapt=not recipe.run.deterministic)
+    note = explain_choice(govern(recipe.run.threads, adapt=not recipe.run.deterministic))
+    if note and console is not None:
+        console.print(f"[yellow]note:[/] {note}")
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -212,6 +214,8 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
     distributed.barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run_dir)
+    if note:
+        log.warning(note)
     try:
         return _run(recipe, registries, run_dir, resume=resume, progress=progress, console=console)
     finally:

@@ -72,7 +72,7 @@ class ThreadGovernor:
     """
 
     def __init__(self, requested: int | None = None, *, adapt: bool = True) -> None:
-        self.fixed = requested_threads(requested)
+        self.fixed = self.requested = requested_threads(requested)
         self.cores = available_cores()
         self.threads = 0
         self._last = (time.monotonic(), _busy_seconds())
@@ -120,6 +120,16 @@ def govern(requested: int | None = None, *, adapt: bool = True) -> ThreadGoverno
     global _GOVERNOR
     _GOVERNOR = ThreadGovernor(requested, adapt=adapt)
     return _GOVERNOR
+
+
+def explain_choice(governor: ThreadGovernor) -> str | None:
+    """A line saying why a run uses fewer threads than cores (None when it uses them all, or the user chose)."""
+    if governor.requested is not None or governor.threads >= governor.cores:
+        return None
+    how = ("kept for the whole run, since float results depend on the thread count"
+           if governor.fixed is not None else "re-checked every second")
+    return (f"other processes keep {governor.cores - governor.threads} of {governor.cores} cores busy: torch runs on "
+            f"{governor.threads} thread(s) ({how}); set [run] threads or MILKIT_THREADS to choose")
 
 
 def pin(n: int) -> None:

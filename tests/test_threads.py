@@ -82,3 +82,12 @@ def test_pin_fixes_the_count_of_a_resumed_run(machine):
     machine.advance(3.0)
     threads.tick()
     assert threads.current() == 1
+
+
+def test_a_run_on_fewer_threads_says_why(machine):
+    machine.others = 1.0
+    gov = threads.ThreadGovernor(adapt=False)
+    gov._set(1)                                 # as if the first look had seen the busy core
+    note = threads.explain_choice(gov)
+    assert "1 of 2 cores busy" in note and "kept for the whole run" in note and "[run] threads" in note
+    assert threads.explain_choice(threads.ThreadGovernor(requested=1)) is None   # the user's choice

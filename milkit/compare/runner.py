@@ -53,9 +53,11 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
     section = recipe.compare
     if section is None:
         raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
-    from milkit.threads import govern
+    from milkit.threads import explain_choice, govern
 
-    govern(recipe.run.threads, adapt=not recipe.run.deterministic)
+    note = explain_choice(govern(recipe.run.threads, adapt=not recipe.run.deterministic))
+    if note and console is not None:
+        console.print(f"[yellow]note:[/] {note}")
     out_dir = Path(out) if out is not None else recipe.output_dir
     if force_new and distributed.is_main():
         for stale in ("runs", "splits.json", "comparison.json", "comparison.csv", "comparison.png", "plots"):
