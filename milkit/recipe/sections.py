@@ -13,7 +13,9 @@ class RunSection(ComponentConfig):
     output_dir: Path | None = Field(None, description="Where the run dir is written (default runs/<name>).")
     seed: int = Field(0, description="Seed for splits, initialisation, shuffling and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto' picks CUDA when available.")
-    deterministic: bool = Field(True, description="Use deterministic torch algorithms (bit-identical CPU runs).")
+    deterministic: bool = Field(
+        True, description="Deterministic torch algorithms and one thread count per run: bit-identical CPU runs "
+                          "with the same thread count (metrics.json cost.threads).")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (default: MILKIT_THREADS, else one per available core).")
 
