@@ -168,10 +168,7 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
         check_cohort_files(col, cohort, source, head)
     compare = check_compare(col, registries, recipe.data)
     if "run" in sections and check_files:
-        check_device(col, sections["run"])
-        out = sections["run"].output_dir
-        if out is not None and _resolve_path(recipe.base_dir, out).is_file():
-            col.add("run", "output_dir", f"{_resolve_path(recipe.base_dir, out)} is an existing file; give a folder")
+        check_run(col, recipe, sections["run"])
     if col.issues:
         raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
     assert agg is not None and head is not None and cohort is not None and source is not None
@@ -179,8 +176,8 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     if run.output_dir is not None:
         run = run.model_copy(update={"output_dir": _resolve_path(recipe.base_dir, run.output_dir)})
     return ResolvedRecipe(source=recipe.path.resolve(), run=run, cohort=cohort, cohort_source=source,
-                          train=sections["train"],
-                          eval=sections["eval"], aggregator=agg, head=head, extractor=extractor, compare=compare)
+                          train=sections["train"], eval=sections["eval"], aggregator=agg, head=head,
+                          extractor=extractor, compare=compare)
 
 
 def check_structure(col: _Collector, data: dict[str, Any]) -> dict[str, Any]:
@@ -333,8 +330,11 @@ def check_cohort_files(col: _Collector, cohort: CohortSection, source: CohortSou
                 f"{', '.join(header)} (or \"auto\": the head's, \"none\": no stratification)")
 
 
-def check_device(col: _Collector, run: RunSection) -> None:
-    """``device = "cuda"`` needs a usable CUDA device on this machine."""
+def check_run(col: _Collector, recipe: Recipe, run: RunSection) -> None:
+    """``[run]``: the output folder is not a file; ``device = "cuda"`` needs a usable CUDA device."""
+    out = _resolve_path(recipe.base_dir, run.output_dir)
+    if out is not None and out.is_file():
+        col.add("run", "output_dir", f"{out} is an existing file; give a folder")
     if run.device != "cuda":
         return
     import torch
