@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "milkit.commands.heatmap",
     "milkit.commands.extract",
     "milkit.commands.convert_weights",
+    "milkit.commands.encoders",
 )
 
 

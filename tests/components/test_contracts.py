@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from milkit.components.extractors.presets import PRESETS
 from milkit.plugins import get_plugin_manager
 from milkit.registry import Registries, build_registries
 from milkit.testing import check_aggregator, check_extractor, check_head
@@ -18,6 +19,14 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
     ("extractor", "resnet50-trunc"): {"input_px": 32, "base_width": 4, "blocks": (1, 1, 1)},
     ("extractor", "dinov2-vitl14"): {"img_size": 28, "embed_dim": 16, "depth": 2, "num_heads": 2},
     ("extractor", "vit"): {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2},
+    ("extractor", "ctranspath"): {"img_size": 64, "embed_dim": 16, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4),
+                                  "window_size": 4},
+    ("extractor", "conch-v1"): {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2,
+                                "pool_dim": 8, "pool_heads": 2},
+    ("extractor", "conch-v15"): {"img_size": 64, "patch_size": 8, "pos_grid": 4, "embed_dim": 16, "depth": 2,
+                                 "num_heads": 2, "pool_dim": 12, "pool_heads": 2},
+    ("extractor", "plip"): {"img_size": 32, "patch_size": 8, "width": 16, "layers": 2, "heads": 2,
+                            "projection_dim": 8},
     ("aggregator", "abmil"): {"embed_dim": 16, "attn_dim": 8},
     ("aggregator", "transmil"): {"embed_dim": 32, "heads": 4},
     # with their instance losses: the kit's gradient check includes auxiliary_losses (label 0 for every bag)
@@ -35,6 +44,8 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
         "max_seq_length": 12, "threshold": 2, "beam_size": 2,
     },
 }
+# the named ViT presets (milkit/components/extractors/presets.py): each one reduced, keeping its structure
+SMALL_CONFIGS.update({("extractor", p.name): p.small_config() for p in PRESETS})
 SKIP: dict[tuple[str, str], str] = {}
 SLOW = {("head", "report")}  # its metrics start METEOR's JVM (~20 s)
 
