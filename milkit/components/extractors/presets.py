@@ -27,7 +27,7 @@ from torch import Tensor
 from milkit.components.extractors.vit import ViT, ViTConfig
 from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
 from milkit.errors import CheckpointError
-from milkit.extractor import IMAGENET_MEAN, IMAGENET_STD, EncoderCard
+from milkit.extractor import EncoderCard
 
 Layout = Literal["timm", "hf-vit", "hf-dinov2"]
 
