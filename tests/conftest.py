@@ -126,3 +126,43 @@ def _survival_records(n: int, seed: int, strength: float = 2.0) -> list[dict]:
 def survival_records() -> Callable[..., list[dict]]:
     """``survival_records(n, seed, strength=2.0)`` -> records with ``time``, ``event``, ``risk``."""
     return _survival_records
+
+
+BRIEF_RECIPE = """\
+[run]
+seed = 1
+[cohort]
+csv = "{csv}"
+val_fraction = 0.25
+test_fraction = 0.25
+[aggregator]
+{aggregator}
+[head]
+name = "classification"
+n_boot = 0
+[train]
+epochs = 2
+batch_size = 4
+{train}
+"""
+
+
+@pytest.fixture
+def train_briefly(tmp_path: Path, synthetic_cohort: Path) -> Callable[..., list[dict]]:
+    """``train_briefly(registries, name="abmil", train={"lr": 1e-3}, **aggregator_keys)``: two epochs of
+    classification on the synthetic cohort; returns fold 0's ``metrics.jsonl`` entries."""
+    import json
+
+    from milkit.recipe import load_recipe, validate_recipe
+    from milkit.runner import run_recipe
+
+    def run(registries, *, name: str, train: dict | None = None, **keys) -> list[dict]:
+        table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in {"name": name, **keys}.items())
+        extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (train or {}).items())
+        path = tmp_path / f"{name}-{len(list(tmp_path.glob('*.toml')))}.toml"
+        path.write_text(BRIEF_RECIPE.format(csv=synthetic_cohort, aggregator=table, train=extra))
+        out = run_recipe(validate_recipe(load_recipe(path), registries), registries, out=path.with_suffix(""),
+                         progress=False)
+        return [json.loads(x) for x in (out / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+
+    return run

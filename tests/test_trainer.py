@@ -1,7 +1,6 @@
 """The trainer adds an aggregator's auxiliary losses (Aggregator.auxiliary_losses) to the head's loss
 and logs each term; an aggregator without one trains exactly as before."""
 
-import json
 
 import torch
 from pydantic import Field
@@ -12,9 +11,7 @@ from milkit.components.aggregators.mean_pool import MeanPool, MeanPoolConfig
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.model import Bags, MILModel
 from milkit.plugins import get_plugin_manager
-from milkit.recipe import load_recipe, validate_recipe
 from milkit.registry import build_registries
-from milkit.runner import run_recipe
 
 
 class ShrinkConfig(MeanPoolConfig):
@@ -73,38 +70,12 @@ def test_an_aggregator_without_auxiliary_losses_adds_nothing():
     assert out.aux_losses == {} and torch.equal(model.training_loss(out, targets), head.loss(out, targets))
 
 
-RECIPE = """\
-[run]
-seed = 1
-[cohort]
-csv = "{csv}"
-val_fraction = 0.25
-test_fraction = 0.25
-[aggregator]
-name = "shrink_pool"
-embed_dim = 8
-shrink_weight = {weight}
-[head]
-name = "classification"
-n_boot = 0
-[train]
-epochs = 2
-batch_size = 4
-lr = 1e-2
-"""
-
-
-def test_each_term_is_logged_per_epoch_and_weighs_in_the_training_loss(tmp_path, synthetic_cohort):
+def test_each_term_is_logged_per_epoch_and_weighs_in_the_training_loss(train_briefly):
     pm = get_plugin_manager(autoload=False)
     pm.register(Plugin(), name="shrink")
     registries = build_registries(pm)
-    epochs = {}
-    for weight in (0.0, 5.0):
-        path = tmp_path / f"r{weight}.toml"
-        path.write_text(RECIPE.format(csv=synthetic_cohort, weight=weight))
-        run = run_recipe(validate_recipe(load_recipe(path), registries), registries, out=tmp_path / f"run{weight}",
-                         progress=False)
-        epochs[weight] = [json.loads(x) for x in (run / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+    epochs = {w: train_briefly(registries, name="shrink_pool", embed_dim=8, shrink_weight=w, train={"lr": 1e-2})
+              for w in (0.0, 5.0)}
     assert [e["train_aux_shrink"] for e in epochs[0.0]] == [0.0, 0.0]
     assert all(e["train_aux_shrink"] > 0 for e in epochs[5.0])
     # the first epoch starts from the same weights: the penalty is in the optimised loss

@@ -1,7 +1,6 @@
 """CLAM-SB / CLAM-MB: parity with the reference forward and instance loss (_reference_clam), padding,
 the clustering loss as an auxiliary term, and the term in metrics.jsonl of a real run."""
 
-import json
 import math
 
 import pytest
@@ -11,8 +10,6 @@ from _reference_clam import CLAM_MB, CLAM_SB, SmoothTop1SVM
 from milkit.components.aggregators.clam import CLAMMB, CLAMSB, CLAMConfig, smooth_top1_svm
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.errors import MilkitError
-from milkit.recipe import load_recipe, validate_recipe
-from milkit.runner import run_recipe
 from milkit.testing import check_aggregator
 
 D, C = 20, 3
@@ -214,33 +211,9 @@ def test_default_sizes_match_the_reference() -> None:
     assert CLAMSB(CLAMConfig(size_arg="big"), in_dim=64).attention_c.in_features == 384
 
 
-RECIPE = """\
-[run]
-seed = 1
-[cohort]
-csv = "{csv}"
-val_fraction = 0.25
-test_fraction = 0.25
-[aggregator]
-name = "{name}"
-n_classes = 3
-k_sample = 4
-[head]
-name = "classification"
-n_boot = 0
-[train]
-epochs = 2
-batch_size = 4
-lr = 1e-3
-"""
-
-
 @pytest.mark.parametrize("name", ["clam_sb", "clam_mb"])
-def test_instance_loss_is_logged_in_metrics_jsonl(name, tmp_path, synthetic_cohort, registries) -> None:
-    path = tmp_path / "recipe.toml"
-    path.write_text(RECIPE.format(csv=synthetic_cohort, name=name))
-    run = run_recipe(validate_recipe(load_recipe(path), registries), registries, out=tmp_path / "run", progress=False)
-    epochs = [json.loads(line) for line in (run / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+def test_instance_loss_is_logged_in_metrics_jsonl(name, train_briefly, registries) -> None:
+    epochs = train_briefly(registries, name=name, n_classes=3, k_sample=4, train={"lr": 1e-3})
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(math.isfinite(e["train_aux_instance"]) and e["train_aux_instance"] > 0 for e in epochs)
     assert all(e["train_loss"] > e["train_aux_instance"] for e in epochs)  # the term is part of the loss
