@@ -17,7 +17,7 @@ from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
 from milkit.data.cohort import Cohort
-from milkit.data.splits import Split, load_splits, make_splits, save_splits
+from milkit.data.splits import Split, load_splits, make_splits, restrict_splits, save_splits
 from milkit.errors import DataError
 from milkit.model import MILModel
 from milkit.recipe.diff import check_resumable
@@ -93,10 +93,11 @@ def prepare_bags(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = Tru
 
     paths, lost = ensure_features(recipe, cohort, progress=progress)
     store = make_store(recipe, cohort, paths)
+    if not (lost and recipe.cohort.strict):  # strict: the first missing feature file is enough
+        lost.update(screen_bags(store, progress=progress))
     if lost and recipe.cohort.strict:
         sid, reason = next(iter(lost.items()))
         raise DataError(f"slide {sid}: {reason} ([cohort] strict = true; set it to false to leave such slides out)")
-    lost.update(screen_bags(store, strict=recipe.cohort.strict, progress=progress))
     if not store.paths:
         raise DataError(f"no usable bag left in {cohort.source}: " + "; ".join(f"{s}: {r}" for s, r in list(lost.items())[:5]))
     excluded = [{"slide_id": sid, "reason": reason} for sid, reason in lost.items()]
@@ -137,7 +138,7 @@ def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) 
     else:
         splits = make_splits(rows, mode=c.splits, seed=recipe.run.seed, folds=c.folds, val_fraction=c.val_fraction,
                              test_fraction=c.test_fraction, stratify=stratify_column(recipe))
-    return [{part: [s for s in ids if s in available] for part, ids in split.items()} for split in splits]
+    return restrict_splits(splits, available)
 
 
 def stratify_column(recipe: ResolvedRecipe) -> str | None:
@@ -194,18 +195,25 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def start_threads(recipe: ResolvedRecipe, console: Any = None) -> str | None:
+    """Set the run's torch threads (``milkit.threads``); the reason when they are fewer than the cores,
+    also shown on ``console``."""
+    from milkit.threads import explain_choice, govern
+
+    note = explain_choice(govern(recipe.run.threads, adapt=not recipe.run.deterministic))
+    if note and console is not None:
+        console.print(f"[yellow]note:[/] {note}")
+    return note
+
+
 def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | None = None, resume: bool = False,
                progress: bool = True, console: Any = None) -> Path:
     """Run a validated recipe end to end; returns the run dir. ``resume`` continues an interrupted
     run (refused when the run dir was started with a different recipe)."""
-    from milkit.threads import explain_choice, govern
-
     run_dir = Path(out) if out is not None else recipe.output_dir
     if resume:
         check_resumable(run_dir, recipe)
-    note = explain_choice(govern(recipe.run.threads, adapt=not recipe.run.deterministic))
-    if note and console is not None:
-        console.print(f"[yellow]note:[/] {note}")
+    note = start_threads(recipe, console)
     if run_dir.exists() and not resume and distributed.is_main():
         for stale in ("metrics.json", "predictions.csv", "splits.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -234,8 +242,7 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
-        splits = [{part: [s for s in ids if s in store.paths] for part, ids in split.items()}
-                  for split in load_splits(splits_path, set(cohort.by_id))]
+        splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))
     else:
         splits = resolve_splits(recipe, cohort, set(store.paths))  # deterministic: identical on every rank
         if main:

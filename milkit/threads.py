@@ -132,23 +132,6 @@ def explain_choice(governor: ThreadGovernor) -> str | None:
             f"{governor.threads} thread(s) ({how}); set [run] threads or MILKIT_THREADS to choose")
 
 
-def pin(n: int) -> None:
-    """Use exactly ``n`` threads from now on (a resumed deterministic run: its checkpoints' count)."""
-    global _GOVERNOR
-    if _GOVERNOR is None:
-        _GOVERNOR = ThreadGovernor(n)
-    else:
-        _GOVERNOR._set(n)
-        _GOVERNOR.fixed = n
-
-
-def current() -> int:
-    """The intra-op thread count in force."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 def tick() -> None:
     """Let the process's governor re-check the machine (a no-op before :func:`govern`)."""
     if _GOVERNOR is not None:

@@ -211,7 +211,7 @@ class Trainer:
             meta = load_training_state(last, self.model, self.optimizer, self.scheduler)
             state.update({k: meta[k] for k in state if k in meta})
             if self.recipe.run.deterministic and meta.get("threads"):
-                threads.pin(int(meta["threads"]))  # the same float results as the run it continues
+                threads.govern(int(meta["threads"]))  # the same float results as the run it continues
             log.info("fold %d: resumed after epoch %d", self.fold, state["epoch"])
         main = distributed.is_main()
         if main:
@@ -250,7 +250,7 @@ class Trainer:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
                     save_training_state(last, self.model, self.optimizer, self.scheduler,
-                                        {**state, "threads": threads.current()})
+                                        {**state, "threads": torch.get_num_threads()})
                 distributed.barrier()
                 bar.advance(epochs)
                 log.info("fold %d epoch %d: %s", self.fold, epoch, _fmt(entry))
@@ -291,7 +291,7 @@ class Trainer:
                           "peak_memory_kind": "cuda max allocated" if self.device.type == "cuda"
                           else "live tensors of forward+backward + params + Adam moments (largest training bag)",
                           "inference_seconds_per_slide": result.pop("inference_seconds_per_slide", None),
-                          "threads": threads.current()}
+                          "threads": torch.get_num_threads()}
         return result
 
     def step_memory_mb(self) -> float:

@@ -75,13 +75,13 @@ def test_a_deterministic_governor_decides_once(machine):
     assert gov.tick() == 2                      # never changes afterwards
 
 
-def test_pin_fixes_the_count_of_a_resumed_run(machine):
+def test_a_resumed_run_keeps_its_checkpoints_count(machine):
     threads.govern()
-    threads.pin(1)
+    threads.govern(1)                           # what the trainer does with the count in last.json
     machine.others = 0.0
     machine.advance(3.0)
     threads.tick()
-    assert threads.current() == 1
+    assert torch.get_num_threads() == 1
 
 
 def test_a_run_on_fewer_threads_says_why(machine):

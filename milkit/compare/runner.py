@@ -16,14 +16,15 @@ from milkit.compare.config import CompareSection
 from milkit.compare.plot import plot_comparison
 from milkit.compare.stats import mean_ci, paired_test
 from milkit.data.bags import BagStore
-from milkit.data.splits import load_splits, make_splits, save_splits
+from milkit.data.splits import load_splits, make_splits, restrict_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
 from milkit import distributed
 from milkit.errors import MilkitError, UsageError
 from milkit.compare.claims import claim, release
 from milkit.recipe.diff import recipe_changes
-from milkit.runner import _setup_logging, check_rows, load_cohort, prepare_bags, stratify_column, train_fold
+from milkit.runner import (_setup_logging, check_rows, load_cohort, prepare_bags, start_threads, stratify_column,
+                           train_fold)
 
 log = logging.getLogger("milkit")
 
@@ -53,11 +54,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
     section = recipe.compare
     if section is None:
         raise MilkitError(f"{recipe.source}: no [compare] table; add one naming the aggregators to compare")
-    from milkit.threads import explain_choice, govern
-
-    note = explain_choice(govern(recipe.run.threads, adapt=not recipe.run.deterministic))
-    if note and console is not None:
-        console.print(f"[yellow]note:[/] {note}")
+    note = start_threads(recipe, console)
     out_dir = Path(out) if out is not None else recipe.output_dir
     if force_new and distributed.is_main():
         for stale in ("runs", "splits.json", "comparison.json", "comparison.csv", "comparison.png", "plots"):
@@ -70,6 +67,8 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
                          + "\nRevert the recipe, choose another --out, or add --force-new to delete those runs")
     out_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(out_dir)
+    if note:
+        log.warning(note)
     try:
         if distributed.is_main():
             (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
@@ -78,8 +77,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)  # loaded once, shared
         splits_path = out_dir / "splits.json"
         if splits_path.is_file():
-            splits = [{part: [s for s in ids if s in store.paths] for part, ids in split.items()}
-                      for split in load_splits(splits_path, set(cohort.by_id))]
+            splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))
         else:
             rows = [r for r in cohort.rows if r["slide_id"] in store.paths]
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,

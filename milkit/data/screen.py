@@ -8,15 +8,12 @@ from milkit.data.bags import BagStore
 from milkit.errors import DataError
 
 
-def screen_bags(store: BagStore, *, strict: bool = False, progress: bool = True) -> dict[str, str]:
+def screen_bags(store: BagStore, *, progress: bool = True) -> dict[str, str]:
     """Load each bag of ``store`` once (filling its cache): unreadable, empty, NaN/Inf bags and bags
     whose feature width differs from the cohort's are removed from ``store.paths``.
 
     Returns:
         ``{slide_id: reason}`` of the bags removed.
-
-    Raises:
-        DataError: the first unusable bag, when ``strict``.
     """
     dims: dict[str, int] = {}
     bad: dict[str, str] = {}
@@ -26,19 +23,14 @@ def screen_bags(store: BagStore, *, strict: bool = False, progress: bool = True)
             try:
                 dims[sid] = int(store.load(sid)[0].shape[1])
             except DataError as exc:
-                if strict:
-                    raise DataError(f"{exc} ([cohort] strict = true; set it to false to leave such slides out)") from None
                 bad[sid] = str(exc).removeprefix(f"slide {sid}: ")
             bar.advance(task)
     if dims:
         width, count = Counter(dims.values()).most_common(1)[0]
         for sid, d in dims.items():
             if d != width:
-                reason = (f"features are {d} wide but {count} other slide(s) have {width} (another extractor?); "
-                          f"file {store.paths[sid]}")
-                if strict:
-                    raise DataError(f"slide {sid}: {reason}")
-                bad[sid] = reason
+                bad[sid] = (f"features are {d} wide but {count} other slide(s) have {width} (another extractor?); "
+                            f"file {store.paths[sid]}")
     for sid in bad:
         store.paths.pop(sid, None)
         store.forget(sid)

@@ -67,6 +67,11 @@ def make_splits(
     return out
 
 
+def restrict_splits(splits: list[Split], available: set[str]) -> list[Split]:
+    """The same splits with only the slides in ``available`` (e.g. those whose bags are usable)."""
+    return [{part: [s for s in ids if s in available] for part, ids in split.items()} for split in splits]
+
+
 def check_disjoint(splits: list[Split], rows: list[dict[str, Any]]) -> None:
     """Raise if any patient appears in two parts of one split."""
     case = {r["slide_id"]: str(r["case_id"]) for r in rows}

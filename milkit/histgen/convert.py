@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -89,18 +88,11 @@ def load_upstream_state_dict(path: Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    obj = _load_weights_only(path)
+    obj = read_tensors(path)  # safetensors, or torch.load(weights_only=True) with numpy scalars and Namespace
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} is not a HistGen checkpoint: expected a dict with a 'state_dict' of tensors")
     return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def _load_weights_only(path: Path) -> Any:
-    """The file's contents through :func:`milkit.weights_file.read_tensors`: safetensors, or
-    ``torch.load(weights_only=True)`` with numpy scalars (e.g. a metric in 'monitor_best') and
-    ``argparse.Namespace`` (the training args) allowed."""
-    return read_tensors(path)
 
 
 def _shape(sd: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
