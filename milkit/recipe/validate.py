@@ -211,24 +211,22 @@ def check_cohort(col: _Collector, recipe: Recipe, registries: Registries, *,
         if "cohort" not in recipe.data:
             col.add("cohort", None, f"missing [cohort] table (set {choices})")
         return None, None
-    named = [k for k in table if _format(registries, k) is not None]
+    named = [k for k in table if registries.cohort_format_for(k) is not None]
     settings = {k: v for k, v in table.items() if k not in named}
-    cohort: CohortSection | None = None
     try:
         cohort = CohortSection.model_validate(settings)
     except pydantic.ValidationError as exc:
         col.pydantic("cohort", exc, CohortSection, "[cohort]")
         # keep checking the rest (columns, stratify) with what was given; nothing runs anyway
         cohort = CohortSection.model_construct(**{k: v for k, v in settings.items() if k in CohortSection.model_fields})
-    paths = {k: getattr(cohort, k) for k in ("slides_dir", "features_dir", "splits_file")}
-    cohort = cohort.model_copy(update={k: _resolve_path(recipe.base_dir, Path(str(v))) if v is not None else None
-                                       for k, v in paths.items()})
+    cohort = cohort.model_copy(update={k: _resolve_path(recipe.base_dir, getattr(cohort, k))
+                                       for k in ("slides_dir", "features_dir", "splits_file")})
     if len(named) != 1:
         what = f"names {len(named)} cohorts ({', '.join(named)})" if named else "names no cohort"
         col.add("cohort", named[1] if len(named) > 1 else None, f"{what}; set exactly one of {choices}")
         return None, cohort
     key = named[0]
-    fmt = _format(registries, key)
+    fmt = registries.cohort_format_for(key)
     assert fmt is not None
     value = table[key]
     if fmt.value == "flag":
@@ -244,10 +242,6 @@ def check_cohort(col: _Collector, recipe: Recipe, registries: Registries, *,
     if check_files and not path.is_file():
         col.add("cohort", key, f"file not found: {path}")
     return CohortSource(fmt, key, path), cohort
-
-
-def _format(registries: Registries, key: str) -> type[CohortFormat] | None:
-    return registries.cohort_format_for(key)
 
 
 def check_model(col: _Collector, registries: Registries,
