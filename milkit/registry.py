@@ -16,7 +16,7 @@ from milkit.extractor import Extractor
 from milkit.head import Head
 
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
 MAX_CHOICES = 12  # unknown-name errors list at most this many valid names
 
 
@@ -54,7 +54,7 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise PluginError(
                 f"{self.kind} class {cls.__qualname__} from plugin {provider} has invalid name {name!r} "
-                f"(expected lowercase letters, digits, '_' or '-'); {fix}"
+                f"(expected lowercase letters, digits, '_', '-' and inner '.', e.g. conch-v1.5); {fix}"
             )
         config = getattr(cls, "Config", None)
         if not (isinstance(config, type) and issubclass(config, ComponentConfig)):

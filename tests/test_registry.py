@@ -11,7 +11,7 @@ from milkit.components.aggregators.mean_pool import MeanPool
 from milkit.config import ComponentConfig
 from milkit.errors import DuplicateComponentError, MilkitError, PluginError, UnknownComponentError
 from milkit.head import Head
-from milkit.registry import Provider, Registries, Registry
+from milkit.registry import NAME_RE, Provider, Registries, Registry
 
 BUILTIN = Provider("milkit.components.aggregators", "milkit", "0.1.0")
 FAST = Provider("fastmil", "milkit-fastmil", "0.3.1")
@@ -88,9 +88,11 @@ class BadDefault(ComponentConfig):
          "'milkit.components.heads.classification.Classification'> from milkit_register_aggregators, which is not a subclass "
          f"of milkit.Aggregator; {FIX}"),
         (type("Camel", (MeanPool,), {"name": "MeanPool"}), "aggregator class Camel from plugin 'fastmil' (distribution "
-         f"milkit-fastmil 0.3.1) has invalid name 'MeanPool' (expected lowercase letters, digits, '_' or '-'); {FIX}"),
+         f"milkit-fastmil 0.3.1) has invalid name 'MeanPool' (expected lowercase letters, digits, '_', '-' and "
+         f"inner '.', e.g. conch-v1.5); {FIX}"),
         (type("NoName", (Aggregator,), {}), "aggregator class NoName from plugin 'fastmil' (distribution milkit-fastmil "
-         f"0.3.1) has invalid name None (expected lowercase letters, digits, '_' or '-'); {FIX}"),
+         f"0.3.1) has invalid name None (expected lowercase letters, digits, '_', '-' and inner '.', "
+         f"e.g. conch-v1.5); {FIX}"),
         (type("NoConfig", (Aggregator,), {"name": "no_config"}), "aggregator 'no_config' from plugin 'fastmil' "
          f"(distribution milkit-fastmil 0.3.1) has no valid Config (a subclass of milkit.ComponentConfig); {FIX}"),
         (type("Plain", (MeanPool,), {"name": "plain", "Config": NotPydantic}), "aggregator 'plain' from plugin "
@@ -127,3 +129,10 @@ def test_provider_str_for_runtime_plugins() -> None:
     assert str(Provider("inline", "(not installed: registered at run time)", "")) == (
         "'inline' (distribution (not installed: registered at run time))"
     )
+
+
+@pytest.mark.parametrize(("name", "valid"), [("conch-v1.5", True), ("uni2-h", True), ("clam_sb", True),
+                                             ("a.b.c", True), ("conch-v1.", False), (".5", False), ("a..b", False),
+                                             ("Uni", False), ("1uni", False), ("a b", False)])
+def test_names_allow_inner_dots_only(name: str, valid: bool) -> None:
+    assert bool(NAME_RE.match(name)) is valid

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from milkit.cli import make_app
-from milkit.components.extractors.weights import read_state_dict
+from milkit.state_dict import read_state_dict
 from milkit.errors import CheckpointError
 from milkit.plugins import get_plugin_manager
 from milkit.weights_file import identify, pickle_globals, read_tensors

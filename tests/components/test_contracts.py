@@ -23,7 +23,7 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
                                   "window_size": 4},
     ("extractor", "conch-v1"): {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2,
                                 "pool_dim": 8, "pool_heads": 2},
-    ("extractor", "conch-v15"): {"img_size": 64, "patch_size": 8, "pos_grid": 4, "embed_dim": 16, "depth": 2,
+    ("extractor", "conch-v1.5"): {"img_size": 64, "patch_size": 8, "pos_grid": 4, "embed_dim": 16, "depth": 2,
                                  "num_heads": 2, "pool_dim": 12, "pool_heads": 2},
     ("extractor", "plip"): {"img_size": 32, "patch_size": 8, "width": 16, "layers": 2, "heads": 2,
                             "projection_dim": 8},

@@ -9,8 +9,8 @@ pooling query and a LayerNorm.
   attn.in_proj_bias, attn.out_proj, ln_q, ln_k}`` (``nn.MultiheadAttention`` with kdim 768),
   ``visual.ln_contrast``; ``visual.proj_contrast``, the caption pooler, ``text.*``, ``text_decoder.*``
   and ``logit_scale`` are ignored.
-* ``conch-v15`` (CONCH v1.5, TITAN's patch encoder, Ding et al., arXiv:2411.19666; registry names allow no
-  dots): ViT-L/16 with LayerScale, position embeddings for a 14 x 14 grid interpolated (DINO style) to
+* ``conch-v1.5`` (CONCH v1.5, TITAN's patch encoder, Ding et al., arXiv:2411.19666): ViT-L/16 with
+  LayerScale, position embeddings for a 14 x 14 grid interpolated (DINO style) to
   the 448 px input, ImageNet mean/std, attentional pooler with bias-free ``to_q``/``to_kv``/``to_out`` -> 768-d after ``ln_contrast``.
   File: ``pytorch_model_vision.bin`` (MahmoodLab/conchv1_5): ``trunk.*``, ``attn_pool_contrast.*``,
   ``ln_contrast.*``.
@@ -29,7 +29,7 @@ from milkit.config import ComponentConfig
 from milkit.errors import CheckpointError
 from milkit.extractor import IMAGENET_MEAN, IMAGENET_STD, EncoderCard, Extractor
 from milkit.components.extractors.vit_core import VisionTransformer, ViTArch
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
+from milkit.state_dict import load_checked, read_state_dict, sha256_file, strip_prefix
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -189,7 +189,7 @@ class ConchV1(_Conch):
 
     def _convert(self, state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
         if not any(k.startswith("visual.") for k in state):
-            hint = ("this looks like CONCH v1.5's pytorch_model_vision.bin (use conch-v15)"
+            hint = ("this looks like CONCH v1.5's pytorch_model_vision.bin (use conch-v1.5)"
                     if any(k.startswith("attn_pool_contrast.to_q") for k in state)
                     else "expected the whole CoCa model (visual.trunk.*, visual.attn_pool_contrast.*, text.*)")
             raise CheckpointError(f"weights {path} have no visual.* keys: {hint}")
@@ -200,7 +200,7 @@ class ConchV1(_Conch):
 class ConchV15(_Conch):
     """CONCH v1.5 (TITAN's patch encoder): ViT-L/16 at 448 px, ImageNet mean/std, 768-d."""
 
-    name: ClassVar[str] = "conch-v15"
+    name: ClassVar[str] = "conch-v1.5"
     Config = ConchV15Config
     v15 = True
     card: ClassVar[EncoderCard] = EncoderCard(

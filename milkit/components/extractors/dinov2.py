@@ -12,7 +12,7 @@ from milkit.config import ComponentConfig
 from milkit.errors import CheckpointError
 from milkit.extractor import IMAGENET_MEAN, IMAGENET_STD, Extractor
 from milkit.components.extractors.vit_core import VisionTransformer, ViTArch
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file
+from milkit.state_dict import load_checked, read_state_dict, sha256_file
 
 CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 

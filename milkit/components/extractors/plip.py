@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from milkit.config import ComponentConfig
 from milkit.errors import CheckpointError
 from milkit.extractor import EncoderCard, Extractor
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
+from milkit.state_dict import load_checked, read_state_dict, sha256_file, strip_prefix
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

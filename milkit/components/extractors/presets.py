@@ -25,7 +25,7 @@ from pydantic import Field, create_model
 from torch import Tensor
 
 from milkit.components.extractors.vit import ViT, ViTConfig
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
+from milkit.state_dict import load_checked, read_state_dict, sha256_file, strip_prefix
 from milkit.errors import CheckpointError
 from milkit.extractor import EncoderCard
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from milkit.config import ComponentConfig
 from milkit.errors import CheckpointError
 from milkit.extractor import IMAGENET_MEAN, IMAGENET_STD, EncoderCard, Extractor
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
+from milkit.state_dict import load_checked, read_state_dict, sha256_file, strip_prefix
 
 BUFFERS = ("relative_position_index", "attn_mask")
 

@@ -9,7 +9,7 @@ from torch import Tensor
 from milkit.config import ComponentConfig
 from milkit.extractor import IMAGENET_MEAN, IMAGENET_STD, Extractor
 from milkit.components.extractors.vit_core import MlpKind, PoolKind, VisionTransformer, ViTArch
-from milkit.components.extractors.weights import load_checked, read_state_dict, sha256_file, strip_prefix
+from milkit.state_dict import load_checked, read_state_dict, sha256_file, strip_prefix
 
 
 class ViTConfig(ComponentConfig):

@@ -1,4 +1,4 @@
-"""ctranspath, conch-v1, conch-v15, plip: published sizes, the authors' key layouts, reference forwards.
+"""ctranspath, conch-v1, conch-v1.5, plip: published sizes, the authors' key layouts, reference forwards.
 
 Each reduced model gets a random state dict written in the layout its authors distribute (timm 0.5.4 Swin
 with ConvStem and its buffers, open_clip CoCa, TITAN's CONCH v1.5 tower, Hugging Face CLIPModel), saved
@@ -303,7 +303,7 @@ def test_conch_files_swapped_name_the_other_encoder(tmp_path: Path) -> None:
     v15, state = conch_v15_file(tmp_path)
     with pytest.raises(CheckpointError, match="CONCH v1's pytorch_model.bin.*conch-v1"):
         ConchV15(ConchV15.Config(**SMALL[ConchV15], weights=v1))
-    with pytest.raises(CheckpointError, match=r"no visual\.\* keys.*CONCH v1\.5.*conch-v15"):
+    with pytest.raises(CheckpointError, match=r"no visual\.\* keys.*CONCH v1\.5.*conch-v1.5"):
         ConchV1(ConchV1.Config(**SMALL[ConchV1], weights=v15))
     state.pop("ln_contrast.bias")
     state["attn_pool_contrast.to_q.bias"] = torch.zeros(12)
@@ -365,6 +365,6 @@ def test_plip_wrong_files(tmp_path: Path) -> None:
 
 
 def test_registered(registries) -> None:
-    assert {"ctranspath", "conch-v1", "conch-v15", "plip"} <= set(registries.extractors.names())
-    for name in ("ctranspath", "conch-v1", "conch-v15", "plip"):
+    assert {"ctranspath", "conch-v1", "conch-v1.5", "plip"} <= set(registries.extractors.names())
+    for name in ("ctranspath", "conch-v1", "conch-v1.5", "plip"):
         assert registries.extractors.get(name).card is not None

@@ -1,4 +1,5 @@
-"""Load encoder weights from a local file: safetensors or torch (``weights_only=True``), with key checks."""
+"""Load component weights (patch and slide encoders) from a local file: safetensors or torch
+(``weights_only=True``), with key checks."""
 
 import hashlib
 from collections.abc import Iterable
@@ -27,7 +28,8 @@ def read_state_dict(path: Path | str) -> dict[str, Tensor]:
     file is read by :func:`milkit.weights_file.read_tensors` (what it is decides how, not its name)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}; set `weights` in the recipe's [extractor] table")
+        raise CheckpointError(f"weights file not found: {path}; set `weights` in the recipe's [extractor] or "
+                              "[aggregator] table")
     obj = read_tensors(path)
     while isinstance(obj, dict):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
