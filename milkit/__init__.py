@@ -1,6 +1,6 @@
 """milkit: plugin-based multiple-instance learning for computational pathology."""
 
-from milkit.aggregator import Aggregator, AggregatorOutput
+from milkit.aggregator import Aggregator, AggregatorOutput, FeatureSpec
 from milkit.cohort_format import CohortFormat
 from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
@@ -15,6 +15,7 @@ __all__ = [
     "AggregatorOutput",
     "CohortFormat",
     "EncoderCard",
+    "FeatureSpec",
     "ComponentConfig",
     "Extractor",
     "Head",

@@ -1,6 +1,7 @@
 """The aggregator interface: a padded batch of bags -> slide representations."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -30,6 +31,17 @@ class AggregatorOutput:
     aux: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The patch features a pretrained slide encoder was trained on; bags of other features are refused
+    before training, with the extractor to use instead."""
+
+    encoders: tuple[str, ...]
+    """milkit extractor names whose features fit (the feature file's ``extractor`` attribute)."""
+    dim: int
+    """Width of those features."""
+
+
 class Aggregator(nn.Module):
     """Bag of patch features -> slide representation.
 
@@ -53,11 +65,23 @@ class Aggregator(nn.Module):
     """D, the width of the patch features it was built for."""
     out_dim: int
     """E, the width of ``embedding`` (and of ``tokens``); set in ``__init__``."""
+    expected_features: ClassVar[FeatureSpec | None] = None
+    """Slide foundation encoders: the patch features their published weights expect (checked against
+    every feature file's ``extractor`` and width before training); None = any features."""
+    weights_sha256: str | None = None
+    """sha256 of the weights file loaded in ``__init__`` (slide foundation encoders), else None."""
 
     def __init__(self, config: ComponentConfig, *, in_dim: int) -> None:
         super().__init__()
         self.config = config
         self.in_dim = in_dim
+
+    @classmethod
+    def pretrained_weights(cls, config: ComponentConfig) -> Path | None:
+        """The published weights file ``config`` loads (slide foundation encoders' ``weights`` key),
+        None when the aggregator starts from random weights; ``[aggregator] freeze = true`` needs one
+        (or ``init``)."""
+        return None
 
     def forward(self, feats: Tensor, mask: Tensor, coords: Tensor) -> AggregatorOutput:
         raise NotImplementedError

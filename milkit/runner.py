@@ -16,6 +16,7 @@ from milkit import __version__, distributed
 from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
 from milkit.data.bags import BagStore, find_feature_file
+from milkit.data.feature_check import check_feature_source
 from milkit.data.cohort import Cohort
 from milkit.data.splits import Split, load_splits, make_splits, restrict_splits, save_splits
 from milkit.errors import DataError
@@ -155,19 +156,23 @@ def build_model(recipe: ResolvedRecipe, in_dim: int, target_state: dict[str, Any
 
 
 def init_aggregator(model: MILModel, recipe: ResolvedRecipe) -> dict[str, Any] | None:
-    """``[aggregator] init``: copy another run's aggregator weights (fold 0's selected checkpoint)."""
+    """``[aggregator] init``: copy another run's aggregator weights (fold 0's selected checkpoint);
+    ``freeze``: keep the aggregator's weights (from ``init`` or its own ``weights`` file) fixed."""
     from milkit.transfer import load_aggregator_weights
 
     init = recipe.aggregator.extra.get("init")
-    if init is None:
-        return None
-    if not (Path(init) / "metrics.json").is_file() and recipe.aggregator.extra.get("init_recipe"):
-        pretrain_first(Path(recipe.aggregator.extra["init_recipe"]), Path(init))
-    info = load_aggregator_weights(model.aggregator, Path(init), recipe.aggregator)
-    if recipe.aggregator.extra.get("freeze"):
+    info: dict[str, Any] | None = None
+    if init is not None:
+        if not (Path(init) / "metrics.json").is_file() and recipe.aggregator.extra.get("init_recipe"):
+            pretrain_first(Path(recipe.aggregator.extra["init_recipe"]), Path(init))
+        info = load_aggregator_weights(model.aggregator, Path(init), recipe.aggregator)
+    elif model.aggregator.weights_sha256 is not None:  # a slide encoder's published weights
+        info = {"weights": str(recipe.aggregator.cls.pretrained_weights(recipe.aggregator.config)),
+                "weights_sha256": model.aggregator.weights_sha256}
+    if recipe.aggregator.extra.get("freeze"):  # a linear probe: only the head trains
         for p in model.aggregator.parameters():
             p.requires_grad_(False)
-        info["frozen"] = True
+        info = {**(info or {}), "frozen": True}
     return info
 
 
@@ -240,6 +245,7 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
     store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
+    check_feature_source(recipe.aggregator.cls, store)
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
         splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))

@@ -16,6 +16,7 @@ from milkit.compare.config import CompareSection
 from milkit.compare.plot import plot_comparison
 from milkit.compare.stats import mean_ci, paired_test
 from milkit.data.bags import BagStore
+from milkit.data.feature_check import check_feature_source
 from milkit.data.splits import load_splits, make_splits, restrict_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
@@ -84,6 +85,8 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
                                  val_fraction=recipe.cohort.val_fraction, stratify=stratify_column(recipe))
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
         variants = _variants(recipe, section, registries)
+        for _, variant in variants:
+            check_feature_source(variant.aggregator.cls, store)
         jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds
                 for fold in range(len(splits))]
         _run_jobs(jobs, store, cohort.by_id, splits, out_dir, progress=progress)

@@ -160,7 +160,7 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     col = _Collector(recipe)
     sections = check_structure(col, recipe.data)
     source, cohort = check_cohort(col, recipe, registries, check_files=check_files)
-    agg, head = check_model(col, registries, recipe.data)
+    agg, head = check_model(col, registries, recipe.data, recipe.base_dir)
     extractor = check_extractor(col, registries, recipe.data, source)
     if agg is not None:
         check_transfer(col, recipe, agg, check_files=check_files)
@@ -244,16 +244,21 @@ def check_cohort(col: _Collector, recipe: Recipe, registries: Registries, *,
     return CohortSource(fmt, key, path), cohort
 
 
-def check_model(col: _Collector, registries: Registries,
-                data: dict[str, Any]) -> tuple[Component | None, Component | None]:
-    """``[aggregator]`` and ``[head]``: registered names, valid configs, and compatible with each other."""
+def check_model(col: _Collector, registries: Registries, data: dict[str, Any],
+                base_dir: Path) -> tuple[Component | None, Component | None]:
+    """``[aggregator]`` and ``[head]``: registered names, valid configs (relative paths, e.g. a slide
+    encoder's ``weights``, resolved against the recipe's folder), and compatible with each other."""
     components: dict[str, Component | None] = {}
     for kind, reserved in (("aggregator", AGGREGATOR_RESERVED), ("head", {"name"})):
         if not isinstance(data.get(kind), dict):
             col.add(kind, None, f"missing [{kind}] table with a 'name' ({', '.join(registries.of(kind).names())})")
             components[kind] = None
         else:
-            components[kind] = _component(col, registries, kind, data[kind], reserved)
+            comp = _component(col, registries, kind, data[kind], reserved)
+            if comp is not None:
+                paths = {k: _resolve_path(base_dir, v) for k, v in comp.config if isinstance(v, Path)}
+                comp.config = comp.config.model_copy(update=paths) if paths else comp.config
+            components[kind] = comp
     agg, head = components["aggregator"], components["head"]
     if agg is not None and head is not None and head.cls.requires_tokens and not agg.cls.provides_tokens:
         with_tokens = [n for n in registries.aggregators.names() if registries.aggregators.get(n).provides_tokens]
@@ -292,8 +297,9 @@ def check_transfer(col: _Collector, recipe: Recipe, agg: Component, *, check_fil
         col.add("aggregator", "init_recipe", "init_recipe needs init = \"<run dir>\" (where it writes its run)")
     if not isinstance(freeze, bool):
         col.add("aggregator", "freeze", f"expected true or false, got {freeze!r}")
-    elif freeze and init is None:
-        col.add("aggregator", "freeze", "freeze = true needs init = \"<run dir>\" (nothing to freeze)")
+    elif freeze and init is None and agg.cls.pretrained_weights(agg.config) is None:
+        col.add("aggregator", "freeze", "freeze = true needs init = \"<run dir>\" or, for a slide foundation "
+                "encoder, weights = \"<file>\" (nothing to freeze)")
     elif freeze:
         agg.extra["freeze"] = True
 
