@@ -105,9 +105,9 @@ def milkit_reading(path: Path, plan, backend: str, out_px: int, workers: int, bl
     from milkit.extract.tiling import make_blocks
 
     blocks = make_blocks(plan, block)
-    jobs = [SlideJob(f"pass{i}", path, backend, plan, blocks) for i in range(passes)]
+    jobs = [SlideJob(f"pass{i}", path, backend, plan, blocks, (out_px,)) for i in range(passes)]
     t0 = time.perf_counter()
-    ds = TileBlocks(jobs, out_px=out_px)
+    ds = TileBlocks(jobs)
     loader = DataLoader(ds, batch_size=None, num_workers=min(workers, len(ds)), prefetch_factor=4 if workers else None)
     n = 0
     for item in loader:

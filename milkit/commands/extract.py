@@ -1,12 +1,19 @@
 """``milkit extract``: slides -> one feature HDF5 per slide (resumable, shardable, failure-tolerant)."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from milkit.errors import DataError, Issue, RecipeError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from milkit.extract.report import ExtractionSummary
 
 
 def expand_slides(items: list[Path]) -> list[Path]:
@@ -41,8 +48,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def extractor_table(recipe: Path | None, extractor: str | None, sets: list[str]) -> tuple[dict, Path]:
-    """The ``[extractor]`` table from the recipe (if any), ``--extractor`` and ``--set`` applied."""
+def extractor_tables(recipe: Path | None, names_arg: str | None, sets: list[str]) -> tuple[list[dict], Path]:
+    """One ``[extractor]`` table per encoder: the recipe's table (if any), the names of ``--extractor``
+    (``uni`` or ``uni,conch-v1.5``) and ``--set`` applied. ``--set KEY=VALUE`` (or ``extractor.KEY``)
+    goes to every table; ``--set NAME.KEY=VALUE`` only to encoder NAME's."""
     from milkit.recipe import load_recipe, parse_override
 
     table: dict = {}
@@ -51,16 +60,28 @@ def extractor_table(recipe: Path | None, extractor: str | None, sets: list[str])
         loaded = load_recipe(recipe)
         table = dict(loaded.data.get("extractor") or {})
         base = loaded.base_dir
-    if extractor is not None:
-        table["name"] = extractor
+    names = [table.get("name")]
+    if names_arg is not None:
+        names = [n.strip() for n in names_arg.split(",")]
+        if len(set(names)) != len(names) or not all(names):
+            raise RecipeError([Issue("--extractor", None, names_arg, "expected NAME or NAME,NAME,... with each "
+                                     "encoder once, e.g. --extractor uni,conch-v1.5")])
+    tables = [{**table, "name": n} for n in names] if names_arg is not None else [table]
     for item in sets:
-        key = item.split("=", 1)[0]
-        parts, value = parse_override(item if "." in key else f"extractor.{item}")
+        key = item.split("=", 1)[0].strip()
+        owner = max((n for n in names if isinstance(n, str) and key.startswith(n + ".")), key=len, default=None)
+        if owner is not None:
+            parts, value = parse_override(f"extractor.{item[len(owner) + 1:]}")
+            chosen = [t for t in tables if t["name"] == owner]
+        else:
+            parts, value = parse_override(item if "." in key else f"extractor.{item}")
+            chosen = tables
         if parts[0] != "extractor" or len(parts) != 2:
-            raise RecipeError([Issue(f"--set {item}", None, key,
-                                     "milkit extract takes extractor.KEY=VALUE (or KEY=VALUE)")])
-        table[parts[1]] = value
-    return table, base
+            raise RecipeError([Issue(f"--set {item}", None, key, "milkit extract takes KEY=VALUE, "
+                                     "extractor.KEY=VALUE or, for one of several encoders, NAME.KEY=VALUE")])
+        for t in chosen:
+            t[parts[1]] = value
+    return tables, base
 
 
 def register(app: typer.Typer) -> None:
@@ -69,9 +90,13 @@ def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract(
         slides: Annotated[list[Path], typer.Argument(help="Slide files or folders of slides.")],
-        out: Annotated[Path, typer.Option("--out", help="Output folder: <slide_id>.h5, report, segmentation/.")],
-        extractor: Annotated[str | None, typer.Option("--extractor", help="Encoder name (milkit plugins).")] = None,
-        sets: Annotated[list[str] | None, typer.Option("--set", help="extractor.KEY=VALUE (TOML value).")] = None,
+        out: Annotated[Path, typer.Option("--out", help=(
+            "Output folder: <slide_id>.h5, report, segmentation/ (several encoders: <encoder>/<slide_id>.h5)."))],
+        extractor: Annotated[str | None, typer.Option("--extractor", help=(
+            "Encoder name (milkit encoders), or several: uni,conch-v1.5 (tiles read once; one subfolder of "
+            "--out per encoder)."))] = None,
+        sets: Annotated[list[str] | None, typer.Option("--set", help=(
+            "KEY=VALUE (TOML value) for every encoder; NAME.KEY=VALUE for encoder NAME only."))] = None,
         recipe: Annotated[Path | None, typer.Option("--recipe", help="Use the extractor table of this recipe.")] = None,
         shard: Annotated[str | None, typer.Option("--shard", help="i/n: process every n-th slide from i.")] = None,
         mpp_csv: Annotated[Path | None, typer.Option(
@@ -81,12 +106,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract patch features for SLIDES into --out; exit 1 if any slide failed (see the report)."""
         from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
 
         from milkit.extract.build import build_extraction
         from milkit.extract.mpp_table import read_mpp_table, unknown_slides
-        from milkit.extract.pipeline import extract_slides
+        from milkit.extract.pipeline import extract_slides, extract_slides_multi
         from milkit.plugins import get_plugin_manager
         from milkit.registry import build_registries
         from milkit.slides import slide_id_from_path
@@ -98,10 +121,11 @@ def register(app: typer.Typer) -> None:
         out = options.out_dir(out)
         device = options.device(device)
         govern()  # MILKIT_THREADS, else one per core other processes leave free
-        table, base = extractor_table(recipe, extractor, sets or [])
+        tables, base = extractor_tables(recipe, extractor, sets or [])
         source = str(recipe) if recipe is not None else "command line"
-        encoder, settings = build_extraction(table, build_registries(get_plugin_manager()), base_dir=base,
-                                             source=source)
+        registries = build_registries(get_plugin_manager())
+        built = [build_extraction(t, registries, base_dir=base, source=source) for t in tables]
+        settings = built[0][1]
         paths = expand_slides(slides)
         slide_mpp = read_mpp_table(mpp_csv) if mpp_csv is not None else None
         if slide_mpp:
@@ -109,17 +133,31 @@ def register(app: typer.Typer) -> None:
             if typo:
                 raise DataError(f"{mpp_csv}: {len(typo)} slide id(s) match no slide given: {', '.join(typo[:5])}; "
                                 "ids are file names without their extension")
-        summary = extract_slides(paths, out, extractor=encoder, settings=settings, shard=parse_shard(shard),
-                                 device=device, progress=progress, slide_mpp=slide_mpp)
-        view = Table(title=escape(f"milkit extract -> {out}"), caption=escape(f"report: {summary.report_path}"))
-        for col in ("slide", "status", "tiles", "s", "reason"):
-            view.add_column(col, overflow="fold")
-        style = {"done": "green", "skipped": "dim", "failed": "red"}
-        for o in summary.outcomes:
-            view.add_row(escape(o.slide_id), f"[{style[o.status]}]{o.status}[/]", str(o.n_tiles), f"{o.seconds:.1f}",
-                         escape(o.reason))
+        run = dict(settings=settings, shard=parse_shard(shard), device=device, progress=progress, slide_mpp=slide_mpp)
+        if len(built) == 1:
+            summaries = {"": extract_slides(paths, out, extractor=built[0][0], **run)}
+        else:
+            summaries = extract_slides_multi(paths, out, extractors=[e for e, _ in built], **run)
         console = Console()
-        console.print(view)
-        console.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
-        if summary.failed:
+        failed = False
+        for name, summary in summaries.items():
+            console.print(_outcome_table(summary, out / name if name else out))
+            console.print(f"{name + ': ' if name else ''}{len(summary.done)} done, {len(summary.skipped)} skipped, "
+                          f"{len(summary.failed)} failed")
+            failed = failed or bool(summary.failed)
+        if failed:
             raise typer.Exit(1)
+
+
+def _outcome_table(summary: ExtractionSummary, out: Path) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    view = Table(title=escape(f"milkit extract -> {out}"), caption=escape(f"report: {summary.report_path}"))
+    for col in ("slide", "status", "tiles", "s", "reason"):
+        view.add_column(col, overflow="fold")
+    style = {"done": "green", "skipped": "dim", "failed": "red"}
+    for o in summary.outcomes:
+        view.add_row(escape(o.slide_id), f"[{style[o.status]}]{o.status}[/]", str(o.n_tiles), f"{o.seconds:.1f}",
+                     escape(o.reason))
+    return view

@@ -1,7 +1,7 @@
 """Run an extractor over the tile blocks of several slides: worker processes read, the main process encodes."""
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,34 +28,36 @@ def auto_workers(requested: int | None, n_blocks: int, device: torch.device) -> 
 
 @dataclass
 class SlideResult:
-    """Features of slide ``k`` of the dataset's jobs ([n_tiles, D] float32, row i = tile i of its
-    plan), or the reason it failed."""
+    """Features of slide ``k`` of the dataset's jobs, per encoder index of the job
+    (``{e: [n_tiles, D_e] float32}``, row i = tile i of its plan), or the reason it failed."""
 
     k: int
-    features: np.ndarray | None
+    features: dict[int, np.ndarray] | None
     error: str = ""
 
 
 @dataclass
 class _Slide:
-    feats: np.ndarray
+    feats: dict[int, np.ndarray]
     seen: np.ndarray
     idx: list[torch.Tensor] = field(default_factory=list)
-    tiles: list[torch.Tensor] = field(default_factory=list)
+    tiles: list[dict[int, torch.Tensor]] = field(default_factory=list)
     held: int = 0
     error: str = ""
 
 
 @torch.inference_mode()
-def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int, num_workers: int | None,
-                  device: torch.device, on_tiles: Callable[[int, int], None] | None = None) -> Iterator[SlideResult]:
-    """Encode every slide of ``dataset`` and yield one :class:`SlideResult` per slide, in order, as
-    soon as its last block is encoded.
+def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch_size: int,
+                  num_workers: int | None, device: torch.device,
+                  on_tiles: Callable[[int, int], None] | None = None) -> Iterator[SlideResult]:
+    """Encode every slide of ``dataset`` with the encoders its job names (``job.encoders``, indices into
+    ``extractors``) and yield one :class:`SlideResult` per slide, in order, as soon as its last block
+    is encoded. Tiles are read once and fed to every encoder (each at its own input side).
 
     Batches never mix slides: each slide's tiles are cut into batches of exactly ``batch_size`` in
     block order (the last may be short), so a slide's features do not depend on which other slides
-    share the DataLoader. On CUDA: pinned host memory, non-blocking copies and bf16 autocast;
-    reading overlaps compute through the worker processes and prefetching.
+    share the DataLoader, nor on which other encoders run. On CUDA: pinned host memory, non-blocking
+    copies and bf16 autocast; reading overlaps compute through the worker processes and prefetching.
     ``on_tiles(k, n)`` is called after n more tiles of slide k are encoded.
     """
     workers = auto_workers(num_workers, len(dataset), device)
@@ -67,17 +69,25 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
 
     def encode(k: int, s: _Slide, n: int) -> None:
-        idx, tiles = torch.cat(s.idx), torch.cat(s.tiles)
-        s.idx, s.tiles, s.held = [idx[n:]], [tiles[n:]], s.held - n
-        try:
-            x = tiles[:n].to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)   # b 3 h w
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-                out = extractor(x)                                                               # b d
-            s.feats[idx[:n].numpy()] = out.float().cpu().numpy()
-        except Exception as exc:  # this slide fails, the others go on
-            s.error = f"slide {dataset.jobs[k].slide_id}: the encoder failed: {type(exc).__name__}: {exc}"
-            return
-        s.seen[idx[:n].numpy()] = True
+        idx = torch.cat(s.idx)
+        tiles = {px: torch.cat([t[px] for t in s.tiles]) for px in s.tiles[0]}
+        s.idx, s.tiles, s.held = [idx[n:]], [{px: t[n:] for px, t in tiles.items()}], s.held - n
+        rows = idx[:n].numpy()
+        inputs: dict[int, torch.Tensor] = {}
+        for e in dataset.jobs[k].encoders:
+            extractor = extractors[e]
+            try:
+                px = extractor.tile_size_px
+                if px not in inputs:
+                    inputs[px] = tiles[px][:n].to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+                    out = extractor(inputs[px])                                                # b d
+                s.feats[e][rows] = out.float().cpu().numpy()
+            except Exception as exc:  # this slide fails, the others go on
+                s.error = (f"slide {dataset.jobs[k].slide_id}: the encoder '{extractor.name}' failed: "
+                           f"{type(exc).__name__}: {exc}")
+                return
+        s.seen[rows] = True
         if on_tiles is not None:
             on_tiles(k, n)
 
@@ -90,9 +100,10 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
         if not s.seen.all():
             missing = int((~s.seen).sum())
             return SlideResult(k, None, f"slide {sid}: {missing} of {len(s.seen)} tiles were never encoded")
-        if not np.isfinite(s.feats).all():
-            return SlideResult(k, None, f"slide {sid}: the encoder produced NaN/Inf features; check the weights "
-                                        "and inputs")
+        bad = [extractors[e].name for e, f in s.feats.items() if not np.isfinite(f).all()]
+        if bad:
+            return SlideResult(k, None, f"slide {sid}: the encoder '{bad[0]}' produced NaN/Inf features; check "
+                                        "the weights and inputs")
         return SlideResult(k, s.feats)
 
     current: tuple[int, _Slide] | None = None
@@ -102,8 +113,9 @@ def encode_slides(dataset: TileBlocks, extractor: Extractor, *, batch_size: int,
             if current is None or current[0] != k:
                 if current is not None:
                     yield finish(*current)
-                n = dataset.jobs[k].n_tiles
-                current = (k, _Slide(np.zeros((n, extractor.feature_dim), np.float32), np.zeros(n, bool)))
+                job = dataset.jobs[k]
+                feats = {e: np.zeros((job.n_tiles, extractors[e].feature_dim), np.float32) for e in job.encoders}
+                current = (k, _Slide(feats, np.zeros(job.n_tiles, bool)))
             s = current[1]
             if s.error:
                 continue                                   # the rest of a failed slide is ignored

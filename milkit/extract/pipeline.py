@@ -5,13 +5,15 @@ Slides are planned (segmentation, tile grid) one by one and read in groups of ab
 
 Resumable (slides with an output file are skipped), failure-tolerant (a bad slide is recorded in
 ``extraction_report.csv`` and the rest continue), shardable (``shard=(i, n)`` takes every n-th slide)
-and deterministic (re-running produces byte-identical files).
+and deterministic (re-running produces byte-identical files). :func:`extract_slides_multi` feeds the
+tiles, read once, to several encoders and writes one folder of feature files per encoder.
 """
 
 import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -125,6 +127,21 @@ LOADER_TILES = 8192
 one DataLoader, so reader processes start once per group rather than once per slide."""
 
 
+@dataclass
+class _Target:
+    """One encoder of a run and where its feature files go."""
+
+    extractor: Extractor
+    out_dir: Path
+    expected: dict
+    summary: ExtractionSummary
+
+
+_Prepared = tuple[dict[int, SlideOutcome], SlideJob | None, dict, float]
+"""A slide's finished outcomes per target (skipped, or failed before reading), and, when some target
+still needs it, its job (naming those targets), metadata and start time."""
+
+
 def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extractor, settings: ExtractionSettings,
                    shard: tuple[int, int] | None = None, device: str = "auto",
                    progress: bool = True, slide_ids: Sequence[str] | None = None,
@@ -138,7 +155,41 @@ def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extracto
         An :class:`ExtractionSummary`; the same rows are in ``out_dir/extraction_report.csv``
         (``extraction_report.shard-i-of-n.csv`` when sharded), in slide-id order.
     """
-    out_dir = Path(out_dir)
+    target = _Target(extractor, Path(out_dir), output_attrs(extractor, settings),
+                     ExtractionSummary(report_path=Path(out_dir) / report_name(shard)))
+    _extract(slides, [target], Path(out_dir) / SEGMENTATION_DIR, settings, shard=shard, device=device,
+             progress=progress, slide_ids=slide_ids, slide_mpp=slide_mpp)
+    return target.summary
+
+
+def extract_slides_multi(slides: Sequence[Path], out_dir: Path, *, extractors: Sequence[Extractor],
+                         settings: ExtractionSettings, shard: tuple[int, int] | None = None, device: str = "auto",
+                         progress: bool = True, slide_ids: Sequence[str] | None = None,
+                         slide_mpp: Mapping[str, float] | None = None) -> dict[str, ExtractionSummary]:
+    """Like :func:`extract_slides` for several encoders in one pass over the tiles: each slide is
+    segmented, tiled and read once, and its tiles (resized to each encoder's input side) feed every
+    encoder. Encoder ``e`` writes ``out_dir/<e.name>/<slide_id>.h5`` and its own
+    ``extraction_report.csv`` there (each folder is what ``extract_slides`` would write); the
+    segmentation goes to ``out_dir/segmentation/``. A slide already extracted for some encoders is
+    encoded only by the others. The features equal those of one run per encoder.
+
+    Returns:
+        ``{encoder name: ExtractionSummary}``.
+    """
+    names = [e.name for e in extractors]
+    if len(set(names)) != len(names) or not names:
+        raise DataError(f"give each encoder once (got {', '.join(names) or 'none'})")
+    targets = [_Target(e, Path(out_dir) / e.name, output_attrs(e, settings),
+                       ExtractionSummary(report_path=Path(out_dir) / e.name / report_name(shard)))
+               for e in extractors]
+    _extract(slides, targets, Path(out_dir) / SEGMENTATION_DIR, settings, shard=shard, device=device,
+             progress=progress, slide_ids=slide_ids, slide_mpp=slide_mpp)
+    return {t.extractor.name: t.summary for t in targets}
+
+
+def _extract(slides: Sequence[Path], targets: list[_Target], seg_dir: Path, settings: ExtractionSettings, *,
+             shard: tuple[int, int] | None, device: str, progress: bool, slide_ids: Sequence[str] | None,
+             slide_mpp: Mapping[str, float] | None) -> None:
     if slide_ids is not None and len(slide_ids) != len(slides):
         raise ValueError(f"{len(slide_ids)} slide_ids for {len(slides)} slides")
     seen: dict[str, Path] = {}
@@ -150,46 +201,50 @@ def extract_slides(slides: Sequence[Path], out_dir: Path, *, extractor: Extracto
         seen[sid] = Path(s)
     mine = shard_slides(seen, shard)
     dev = resolve_device(device)
-    extractor.to(dev).eval()
-    expected = output_attrs(extractor, settings)
-    summary = ExtractionSummary(report_path=out_dir / report_name(shard))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        t.extractor.to(dev).eval()
+        t.out_dir.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=False) as bar:
         cohort = bar.add_task("slides", total=len(mine))
-        group: list[SlideOutcome | tuple[SlideJob, dict, float]] = []
+        group: list[_Prepared] = []
 
         def flush() -> None:
-            for outcome in _encode_group(group, out_dir, extractor, settings, expected, dev, bar):
-                summary.add(outcome)
-                write_report(summary.report_path, summary.outcomes)
+            for outcomes in _encode_group(group, targets, settings, dev, bar):
+                for t, outcome in zip(targets, outcomes):
+                    t.summary.add(outcome)
+                    write_report(t.summary.report_path, t.summary.outcomes)
                 bar.advance(cohort)
             group.clear()
 
         for sid, path in mine:
             mpp = (slide_mpp or {}).get(sid, settings.mpp_override)
-            group.append(_prepare(path, sid, out_dir, settings, expected, mpp))
-            if sum(g[0].n_tiles for g in group if isinstance(g, tuple)) >= LOADER_TILES:
+            group.append(_prepare(path, sid, targets, seg_dir, settings, mpp))
+            if sum(job.n_tiles for _, job, _, _ in group if job is not None) >= LOADER_TILES:
                 flush()
         flush()
-    return summary
 
 
-def _prepare(path: Path, sid: str, out_dir: Path, settings: ExtractionSettings, expected: dict,
-             mpp_override: float | None) -> SlideOutcome | tuple[SlideJob, dict, float]:
-    """A finished outcome (skipped, or failed before reading), or the slide's job, metadata and start time."""
+def _prepare(path: Path, sid: str, targets: list[_Target], seg_dir: Path, settings: ExtractionSettings,
+             mpp_override: float | None) -> _Prepared:
     t0 = time.perf_counter()
-    out = out_dir / f"{sid}.h5"
-    if out.exists():
-        why = _existing_mismatch(out, expected)
-        if why:
-            return SlideOutcome(sid, str(path), "failed", why)
-        return SlideOutcome(sid, str(path), "skipped", "already extracted", _n_tiles(out))
+    done: dict[int, SlideOutcome] = {}
+    for e, t in enumerate(targets):
+        out = t.out_dir / f"{sid}.h5"
+        if out.exists():
+            why = _existing_mismatch(out, t.expected)
+            done[e] = (SlideOutcome(sid, str(path), "failed", why) if why else
+                       SlideOutcome(sid, str(path), "skipped", "already extracted", _n_tiles(out)))
+    needed = tuple(e for e in range(len(targets)) if e not in done)
+    if not needed:
+        return done, None, {}, t0
     try:
-        plan, backend, meta = _plan(path, sid, settings, out_dir / SEGMENTATION_DIR, mpp_override)
+        plan, backend, meta = _plan(path, sid, settings, seg_dir, mpp_override)
     except Exception as exc:  # one bad slide must not stop the cohort
-        return _failed(sid, path, exc, t0)
-    return SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles), mpp_override), meta, t0
+        return {**done, **{e: _failed(sid, path, exc, t0) for e in needed}}, None, {}, t0
+    sizes = tuple(sorted({targets[e].extractor.tile_size_px for e in needed}))
+    job = SlideJob(sid, path, backend, plan, make_blocks(plan, settings.block_tiles), sizes, mpp_override, needed)
+    return done, job, meta, t0
 
 
 def _failed(sid: str, path: Path, why: Exception | str, t0: float) -> SlideOutcome:
@@ -200,14 +255,14 @@ def _failed(sid: str, path: Path, why: Exception | str, t0: float) -> SlideOutco
     return SlideOutcome(sid, str(path), "failed", " ".join(reason.split()), 0, time.perf_counter() - t0)
 
 
-def _encode_group(group: list[SlideOutcome | tuple[SlideJob, dict, float]], out_dir: Path, extractor: Extractor,
-                  settings: ExtractionSettings, expected: dict, dev: torch.device,
-                  bar: Progress) -> Iterator[SlideOutcome]:
-    """Read and encode the group's jobs through one DataLoader; yield every entry's outcome in order."""
-    jobs = [g for g in group if isinstance(g, tuple)]
-    results: dict[int, SlideOutcome] = {}
+def _encode_group(group: list[_Prepared], targets: list[_Target], settings: ExtractionSettings, dev: torch.device,
+                  bar: Progress) -> Iterator[list[SlideOutcome]]:
+    """Read and encode the group's jobs through one DataLoader; yield every slide's outcomes (one per
+    target) in order."""
+    jobs = [(job, meta, t0) for _, job, meta, t0 in group if job is not None]
+    results: dict[int, dict[int, SlideOutcome]] = {}
     if jobs:
-        ds = TileBlocks([j for j, _, _ in jobs], out_px=extractor.tile_size_px)
+        ds = TileBlocks([j for j, _, _ in jobs])
         tasks: dict[int, TaskID] = {}
 
         def on_tiles(k: int, n: int) -> None:
@@ -215,29 +270,29 @@ def _encode_group(group: list[SlideOutcome | tuple[SlideJob, dict, float]], out_
                 tasks[k] = bar.add_task(f"  {jobs[k][0].slide_id}", total=jobs[k][0].n_tiles)
             bar.advance(tasks[k], n)
 
-        for res in encode_slides(ds, extractor, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                 device=dev, on_tiles=on_tiles):
+        for res in encode_slides(ds, [t.extractor for t in targets], batch_size=settings.batch_size,
+                                 num_workers=settings.num_workers, device=dev, on_tiles=on_tiles):
             if res.k in tasks:
                 bar.remove_task(tasks.pop(res.k))
             job, meta, t0 = jobs[res.k]
-            results[res.k] = _write(job, meta, t0, res, out_dir, settings, expected)
+            results[res.k] = {e: _write(job, meta, t0, res, e, targets[e], settings) for e in job.encoders}
     k = 0
-    for g in group:
-        if isinstance(g, SlideOutcome):
-            yield g
-            continue
-        job, _, t0 = g
-        yield results.get(k) or _failed(job.slide_id, job.path, "no tiles came back from the reader", t0)
-        k += 1
+    for done, job, _, t0 in group:
+        if job is not None:
+            written = results.get(k) or {e: _failed(job.slide_id, job.path, "no tiles came back from the reader", t0)
+                                         for e in job.encoders}
+            done = {**done, **written}
+            k += 1
+        yield [done[e] for e in range(len(targets))]
 
 
-def _write(job: SlideJob, meta: dict, t0: float, res: SlideResult, out_dir: Path, settings: ExtractionSettings,
-           expected: dict) -> SlideOutcome:
+def _write(job: SlideJob, meta: dict, t0: float, res: SlideResult, e: int, target: _Target,
+           settings: ExtractionSettings) -> SlideOutcome:
     if res.features is None:
         return _failed(job.slide_id, job.path, res.error, t0)
     try:
-        feats = res.features.astype("float16") if settings.save_fp16 else res.features
-        write_bag(out_dir / f"{job.slide_id}.h5", feats, job.plan.coords, {**expected, **meta})
+        feats = res.features[e].astype("float16") if settings.save_fp16 else res.features[e]
+        write_bag(target.out_dir / f"{job.slide_id}.h5", feats, job.plan.coords, {**target.expected, **meta})
     except Exception as exc:
         return _failed(job.slide_id, job.path, exc, t0)
     return SlideOutcome(job.slide_id, str(job.path), "done", "", job.n_tiles, time.perf_counter() - t0)

@@ -1,5 +1,6 @@
 """Tile grid at a target resolution: level-0 coordinates, tissue filter, pyramid level and blocks to read."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -113,23 +114,25 @@ def resize_tile(tile: np.ndarray, out_px: int) -> np.ndarray:
     return cv2.resize(tile, (out_px, out_px), interpolation=interp)
 
 
-def read_block(reader: SlideReader, plan: TilePlan, idx: np.ndarray, out_px: int,
-               out: np.ndarray | None = None) -> np.ndarray:
-    """Read the tiles ``idx`` of ``plan`` -> [n, out_px, out_px, 3] uint8 (into ``out`` when given):
-    one region read for the block when its tiles cover at least 90% of their bounding box, else one
-    read per tile."""
+def read_block(reader: SlideReader, plan: TilePlan, idx: np.ndarray, sizes: Sequence[int],
+               outs: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Read the tiles ``idx`` of ``plan`` once and resize each to every side in ``sizes`` ->
+    ``{px: [n, px, px, 3] uint8}`` (into ``outs[px]`` when given): one region read for the block
+    when its tiles cover at least 90% of their bounding box, else one read per tile."""
     xy = plan.coords[idx]
     lds, rs = plan.level_downsample, plan.read_size
     bx0, by0 = int(xy[:, 0].min()), int(xy[:, 1].min())
     offs = np.rint((xy - [bx0, by0]) / lds).astype(np.int64)           # tile corners in level px
     bw, bh = int(offs[:, 0].max()) + rs, int(offs[:, 1].max()) + rs
-    if out is None:
-        out = np.empty((len(idx), out_px, out_px, 3), dtype=np.uint8)
+    outs = dict(outs or {})
+    for px in sizes:
+        outs.setdefault(px, np.empty((len(idx), px, px, 3), dtype=np.uint8))
     if len(idx) * rs * rs < 0.9 * bw * bh:                              # sparse block: per-tile reads
-        for k, (x, y) in enumerate(xy):
-            out[k] = resize_tile(reader.read_region(int(x), int(y), plan.level, rs, rs), out_px)
-        return out
-    region = reader.read_region(bx0, by0, plan.level, bw, bh)
-    for k, (ox, oy) in enumerate(offs):
-        out[k] = resize_tile(region[oy: oy + rs, ox: ox + rs], out_px)
-    return out
+        crops = (reader.read_region(int(x), int(y), plan.level, rs, rs) for x, y in xy)
+    else:
+        region = reader.read_region(bx0, by0, plan.level, bw, bh)
+        crops = (region[oy: oy + rs, ox: ox + rs] for ox, oy in offs)
+    for k, crop in enumerate(crops):
+        for px in sizes:
+            outs[px][k] = resize_tile(crop, px)
+    return outs

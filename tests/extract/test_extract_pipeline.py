@@ -172,7 +172,7 @@ def test_an_encoder_error_fails_that_slide_and_the_group_goes_on(cohort: list[Pa
     summary = extract_slides(cohort, tmp_path / "out", extractor=FailsOnce(ColorTextureConfig(input_px=32)),
                              settings=settings, progress=False)
     assert sorted(summary.done) == ["s2", "s3"]
-    assert summary.failed == [("s1", "slide s1: the encoder failed: RuntimeError: boom on the first batch")]
+    assert summary.failed == [("s1", "slide s1: the encoder 'color-texture' failed: RuntimeError: boom on the first batch")]
     assert [o.slide_id for o in summary.outcomes] == ["s1", "s2", "s3"]
 
 

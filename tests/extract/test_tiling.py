@@ -67,7 +67,8 @@ def test_block_reads_equal_per_tile_reads(synthetic_slide: Path) -> None:
         assert (cells == cells[0]).all()                                  # one 2 x 2 grid block each
     assert any(len(b) == 4 for b in blocks) and any(len(b) < 4 for b in blocks)   # dense and sparse paths
     for idx in blocks:
-        got = read_block(reader, plan, idx, 32)
+        got = read_block(reader, plan, idx, (32, 20))                    # one read, two sizes
         for k, (x, y) in enumerate(plan.coords[idx]):
             tile = reader.read_region(int(x), int(y), plan.level, plan.read_size, plan.read_size)
-            np.testing.assert_array_equal(got[k], resize_tile(tile, 32))
+            for px in (32, 20):
+                np.testing.assert_array_equal(got[px][k], resize_tile(tile, px))
