@@ -50,6 +50,9 @@ class Extractor(nn.Module):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights_sha256: str | None = None
+    channels_last: ClassVar[bool] = False
+    """Convolutional encoders: on CUDA, weights and inputs use the channels-last memory format (faster
+    convolutions in bf16)."""
     card: ClassVar[EncoderCard | None] = None
     """The model card of a named pathology encoder (``milkit encoders``); None for generic ones."""
 

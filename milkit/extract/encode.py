@@ -80,8 +80,11 @@ def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch
                 px = extractor.tile_size_px
                 if px not in inputs:
                     inputs[px] = tiles[px][:n].to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)
+                x = inputs[px]                                                                 # b 3 h w
+                if cuda and extractor.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-                    out = extractor(inputs[px])                                                # b d
+                    out = extractor(x)                                                         # b d
                 s.feats[e][rows] = out.float().cpu().numpy()
             except Exception as exc:  # this slide fails, the others go on
                 s.error = (f"slide {dataset.jobs[k].slide_id}: the encoder '{extractor.name}' failed: "

@@ -203,6 +203,10 @@ def _extract(slides: Sequence[Path], targets: list[_Target], seg_dir: Path, sett
     dev = resolve_device(device)
     for t in targets:
         t.extractor.to(dev).eval()
+        if dev.type == "cuda" and t.extractor.channels_last:
+            t.extractor.to(memory_format=torch.channels_last)
+        if settings.compile:
+            t.extractor.compile()                          # in place: forward runs the compiled graph
         t.out_dir.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=False) as bar:

@@ -33,6 +33,8 @@ class ExtractionSettings(ComponentConfig):
                                 "4 cores, up to 4).")
     block_tiles: int = Field(4, ge=1, le=32, description="Read regions of block_tiles x block_tiles tiles at once.")
     save_fp16: bool = Field(False, description="Store features as float16 (half the disk).")
+    compile: bool = Field(False, description="torch.compile each encoder first (worth it on a GPU for large cohorts; "
+                                             "the first batches wait for the compilation).")
     seg_downsample: float = Field(64.0, ge=1, description="Segmentation resolution: level-0 px per mask px (at most).")
     seg_sthresh: int = Field(8, ge=0, le=255, description="Saturation threshold for tissue (CLAM sthresh).")
     seg_use_otsu: bool = Field(False, description="Otsu threshold on saturation instead of seg_sthresh.")

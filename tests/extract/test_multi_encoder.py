@@ -42,7 +42,8 @@ def test_every_encoder_runs_in_milkit_extract_on_a_real_slide(shared_data: Path,
     names = REGISTRIES.extractors.names()
     sets = [f"{name}.{key}={toml_value(value)}" for name in names
             for key, value in SMALL_CONFIGS.get(("extractor", name), {}).items()]
-    args = ["extract", str(shared_data / "wsi" / f"{SLIDE}.svs"), "--out", str(tmp_path / "o"), "--extractor", ",".join(names),
+    args = ["extract", str(shared_data / "wsi" / f"{SLIDE}.svs"), "--out", str(tmp_path / "o"),
+            "--extractor", ",".join(names),
             *[a for s in sets for a in ("--set", s)], *[a for k, v in REAL.items() for a in ("--set", f"{k}={v}")],
             "--no-progress"]
     result = CliRunner().invoke(cli(), args)
@@ -115,3 +116,12 @@ def test_set_goes_to_every_encoder_or_to_the_named_one() -> None:
         extractor_tables(None, "uni,uni", [])
     with pytest.raises(RecipeError, match="NAME.KEY=VALUE"):
         extractor_tables(None, "uni,phikon", ["aggregator.dropout=0.1"])
+
+
+def test_compile_setting_compiles_every_encoder_in_place(monkeypatch: pytest.MonkeyPatch, synthetic_slide: Path,
+                                                         tmp_path: Path) -> None:
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: compiled.append(self.name))
+    out = extract_slides_multi([synthetic_slide], tmp_path / "m", extractors=encoders(), progress=False,
+                               settings=ExtractionSettings(**FAST, compile=True))
+    assert compiled == ["color-texture", "resnet50-trunc"] and all(s.done for s in out.values())

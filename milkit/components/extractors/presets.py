@@ -39,6 +39,7 @@ LUNIT_MEAN, LUNIT_STD = (0.70322989, 0.53606487, 0.66096631), (0.21716536, 0.260
 TRIDENT = "mahmoodlab/TRIDENT trident/patch_encoder_models/load.py"
 EVA = "kaiko-ai/eva src/eva/vision/models/networks/backbones/pathology"
 NC = "CC-BY-NC-ND 4.0 (non-commercial)"
+KAIKO_LICENCE = "Kaiko Non-Commercial Public License v1 (non-commercial)"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Preset:
     """The published (rounded) parameter count in millions; None where none was confirmed."""
     published_source: str = ""
     """Where ``published_params`` was read."""
+    published_gap: str = ""
+    """Why the built count does not round to ``published_params`` (then it must be within 1 %)."""
     input_px: int | None = None
     """Input side when it differs from the position-embedding grid's ``img_size``."""
     notes: tuple[str, ...] = field(default=())
@@ -86,7 +89,9 @@ PRESETS: tuple[Preset, ...] = (
             output="class token (1024)", input_px=224, patch_px=16, mpp=0.5, licence=NC,
             weights="huggingface.co/MahmoodLab/UNI: pytorch_model.bin (timm vit_large_patch16_224)"),
         source=f"timm kwargs {TRIDENT} UNIInferenceEncoder; licence from the HF config.json",
-        published_params=304, published_source="mahmoodlab/UNI README model table (via deepwiki.com/mahmoodlab/UNI)"),
+        published_params=304, published_source="mahmoodlab/UNI README model table (via deepwiki.com/mahmoodlab/UNI)",
+        published_gap="the card's timm vit_large_patch16_224 without a head is 303.35M; with timm's 1000-class "
+                      "ImageNet head it is 304.38M, which the 304M figure rounds"),
     Preset(
         "uni2-h", dict(img_size=224, patch_size=14, embed_dim=1536, depth=24, num_heads=24, mlp_ratio=2.66667 * 2,
                        mlp="swiglu_packed", num_registers=8, no_embed_class=True, layer_scale=True), "timm",
@@ -94,9 +99,10 @@ PRESETS: tuple[Preset, ...] = (
             model="UNI2-h (MahmoodLab 2025): ViT-H/14, SwiGLU, 8 registers, DINOv2", params=681_394_176,
             output="class token (1536)", input_px=224, patch_px=14, mpp=0.5, licence=NC,
             weights="huggingface.co/MahmoodLab/UNI2-h: pytorch_model.bin (timm)"),
-        source=f"timm_kwargs of the model card, as in {TRIDENT} UNIv2InferenceEncoder",
-        notes=("published count not confirmed: deepwiki's copy of the UNI README lists 632M, which the card's "
-               "timm_kwargs do not build (681.4M)",)),
+        source=f"timm_kwargs of the model card, as in {TRIDENT} UNIv2InferenceEncoder", published_params=681,
+        published_source="third-party READMEs quoting UNI2-h at 681M; timm built with TRIDENT's UNIv2 kwargs gives "
+                         "exactly 681,394,176 (the mahmoodlab/UNI README names ViT-h/14-reg8 without a count)",
+        notes=("no primary published count (the 632M of one README copy is Virchow's ViT-H)",)),
     Preset(
         "virchow", dict(img_size=224, patch_size=14, **VIT_H, mlp_ratio=5.3375, mlp="swiglu_packed",
                         layer_scale=True, pool="cls+avg"), "timm",
@@ -107,7 +113,9 @@ PRESETS: tuple[Preset, ...] = (
             weights="huggingface.co/paige-ai/Virchow: pytorch_model.bin (timm vit_huge_patch14_224)"),
         source=f"timm kwargs and output of {TRIDENT} VirchowInferenceEncoder; licence from the HF README",
         published_params=632,
-        published_source="arXiv:2408.00738 (Virchow2: same ViT-H/14 as Virchow, 632M); bio.rodeo/models/virchow"),
+        published_source="arXiv:2408.00738 (Virchow2: same ViT-H/14 as Virchow, 632M); bio.rodeo/models/virchow",
+        published_gap="not reconciled: the kwargs TRIDENT passes to timm build 631.2M (0.1 % below; timm's "
+                      "1000-class head would add 1.28M, overshooting to 632.5M)"),
     Preset(
         "virchow2", dict(img_size=224, patch_size=14, **VIT_H, mlp_ratio=5.3375, mlp="swiglu_packed",
                          num_registers=4, layer_scale=True, pool="cls+avg"), "timm",
@@ -118,6 +126,8 @@ PRESETS: tuple[Preset, ...] = (
         source=f"timm kwargs (reg_tokens=4) and output (tokens 5:) of {TRIDENT} Virchow2InferenceEncoder",
         published_params=632,
         published_source="arXiv:2408.00738 abstract ('Virchow2, a 632 million parameter vision transformer')",
+        published_gap="not reconciled: the kwargs TRIDENT passes to timm build 631.2M (0.1 % below; timm's "
+                      "1000-class head would add 1.28M, overshooting to 632.5M)",
         notes=("licence (CC-BY-NC-ND 4.0) and mpp (trained at mixed 5x-40x) from memory",)),
     *(Preset(
         name, dict(img_size=224, patch_size=14, **VIT_G_DINOV2, num_registers=4, no_embed_class=True,
@@ -133,17 +143,21 @@ PRESETS: tuple[Preset, ...] = (
              "Bioptimus H-Optimus-1 launch post (1.1B, academic research access)",
              ("exact licence name not read",)))),
     Preset(
-        "h0-mini", dict(img_size=224, patch_size=14, **{**VIT_B, **LS}, mlp="swiglu_packed", num_registers=4,
+        "h0-mini", dict(img_size=224, patch_size=14, **{**VIT_B, **LS, "mlp_ratio": 5.33334}, mlp="swiglu_packed",
+                        num_registers=4,
                         no_embed_class=True, pool="cls+avg", mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD), "timm",
         EncoderCard(
             model="H0-mini (Bioptimus, Filiot et al. 2025): ViT-B/14 distilled from H-optimus-0, 4 registers",
-            params=71_571_456, output="class token + mean patch token (1536)", input_px=224, patch_px=14, mpp=0.5,
+            params=85_739_520, output="class token + mean patch token (1536)", input_px=224, patch_px=14, mpp=0.5,
             licence=NC,
             weights="huggingface.co/bioptimus/H0-mini: model.safetensors (timm vit_base_patch14_reg4_dinov2)"),
         source=f"timm model + SwiGLUPacked/SiLU of {TRIDENT} H0MiniInferenceEncoder (cls+mean per the model card)",
-        notes=("H0-mini mlp_ratio: timm's default 4 assumed with SwiGLUPacked (its config.json not read)",
-               "published parameter count not confirmed", "licence from memory",
-               "output confirmed as CLS (768) + mean patch tokens (768) by code quoting the card's example")),
+        published_params=86, published_source="third-party README (86M); DINOv2's SwiGLU width (mlp_ratio 5.33334) "
+                                              "builds 85.74M, timm's default ratio 4 would build 71.57M",
+        notes=("mlp_ratio 5.33334 (the DINOv2 SwiGLU width of its teacher H-optimus-0) inferred from the 86M count; "
+               "its config.json was not read", "licence (CC-BY-NC-ND 4.0) from a third-party README",
+               "output CLS (768) + mean patch tokens (768) as in code quoting the card's example; TRIDENT's default "
+               "returns the class token alone")),
     Preset(
         "gigapath", dict(img_size=224, patch_size=16, **{**VIT_G_DINOV2, "mlp_ratio": 5.33334}), "timm",
         EncoderCard(
@@ -157,15 +171,16 @@ PRESETS: tuple[Preset, ...] = (
         published_source="bio.rodeo/models/prov-gigapath (tile encoder ~1.13B)",
         notes=("the brief says ViT-g/14; the distributed tile encoder uses patch 16", "licence from memory")),
     Preset(
-        "phikon", dict(img_size=224, patch_size=16, **VIT_B, norm_eps=1e-12), "hf-vit",
+        "phikon", dict(img_size=224, patch_size=16, **VIT_B, norm_eps=1e-6), "hf-vit",
         EncoderCard(
             model="Phikon (Filiot et al., 2023): iBOT ViT-B/16, TCGA", params=85_798_656,
             output="class token (768)", input_px=224, patch_px=16, mpp=0.5,
             licence="Owkin non-commercial licence (non-commercial)",
             weights="huggingface.co/owkin/phikon: pytorch_model.bin (transformers ViTModel)"),
-        source=f"{TRIDENT} PhikonInferenceEncoder (ViTModel, last_hidden_state[:, 0])",
-        notes=("published count not confirmed (86M from memory)",
-               "layer_norm_eps 1e-12 is transformers' ViTConfig default (config.json not read)", "licence from memory")),
+        source=f"{TRIDENT} PhikonInferenceEncoder (ViTModel, last_hidden_state[:, 0]); layer_norm_eps 1e-6 from "
+               "huggingface.co/owkin/phikon discussion #1 (merged: 'following iBOT official implementation')",
+        published_params=85.8, published_source="huggingface.co/owkin/phikon model card ('Params (M): 85.8', no "
+                                                "pooler); licence from the same card"),
     Preset(
         "phikon-v2", dict(img_size=224, patch_size=16, **{**VIT_L, **LS}, no_embed_class=True), "hf-dinov2",
         EncoderCard(
@@ -174,62 +189,75 @@ PRESETS: tuple[Preset, ...] = (
             licence="Owkin non-commercial licence (non-commercial)",
             weights="huggingface.co/owkin/phikon-v2: model.safetensors (transformers Dinov2Model)"),
         source=f"{TRIDENT} Phikonv2InferenceEncoder (Dinov2Model, last_hidden_state[:, 0])",
-        notes=("published count not reconciled: a secondary page (wsistream recipes) gives 307M, the "
-               "architecture builds 303.35M",
-               "config numbers (24 layers, 16 heads, mlp_ratio 4, GELU, layerscale 1e-5) from memory",
-               "licence from memory")),
+        notes=("no primary published count: a secondary page (wsistream recipes) gives 307M, but the distributed "
+               "model.safetensors (1.21 GB, fp32) holds ~303M parameters, as this architecture (303.35M)",
+               "config from owkin/phikon-v2 config.json: Dinov2Model, 1024 wide, 24 layers, 16 heads, patch 16, "
+               "224 px, mlp_ratio 4, GELU, layer_norm_eps 1e-6; licence from its LICENSE.pdf")),
     *(Preset(
-        name, dict(img_size=224, patch_size=14, **{**size, **LS}, num_registers=4, no_embed_class=True,
-                   mean=HIBOU_MEAN, std=HIBOU_STD), "hf-dinov2",
+        name, dict(img_size=224, patch_size=14, **{**size, **LS, "mlp_ratio": ratio}, mlp="swiglu_packed",
+                   num_registers=4, no_embed_class=True, mean=HIBOU_MEAN, std=HIBOU_STD), "hf-dinov2",
         EncoderCard(
             model=f"{title} (HistAI, Nechaev et al. 2024): DINOv2 {vit}/14 with 4 registers", params=params,
             output=f"class token ({size['embed_dim']})", input_px=224, patch_px=14, mpp=0.5, licence="Apache-2.0",
             weights=f"huggingface.co/histai/{title}: model.safetensors (transformers Dinov2 with registers)"),
-        source=f"mean/std {TRIDENT} constants.py HIBOU_*; 4 registers {EVA}/histai.py; pooler_output = CLS",
-        notes=("published count not confirmed",
-               f"{title}: GELU MLP (use_swiglu_ffn false) and the register key name embeddings.register_tokens "
-               "assumed (its remote code not read)", "mpp, licence from memory"))
-      for name, title, vit, size, params in (
-          ("hibou-b", "hibou-B", "ViT-B", VIT_B, 85_727_232),
-          ("hibou-l", "hibou-L", "ViT-L", VIT_L, 303_230_976))),
+        source=f"mean/std {TRIDENT} constants.py HIBOU_*; huggingface.co/histai/hibou-b config.json "
+               "(use_swiglu_ffn true, 4 registers, 224 px); HistAI/hibou hibou/models/__init__.py build_model "
+               "(ffn_layer swiglufused, layerscale 1e-5); pooler_output = CLS",
+        published_params=published, published_source=psource,
+        notes=(f"{title}: SwiGLU hidden width {hidden} = DINOv2's SwiGLUFFNFused rounding of 2/3 x 4d to a multiple "
+               "of 8" + ("" if name == "hibou-b" else "; hibou-L's own config.json not read (as hibou-B's)"),
+               "the register key name embeddings.register_tokens of transformers' Dinov2WithRegisters assumed",
+               "mpp not confirmed"))
+      for name, title, vit, size, ratio, hidden, params, published, psource in (
+          ("hibou-b", "hibou-B", "ViT-B", VIT_B, 4096 / 768, 2048, 85_739_520, 85.7,
+           "bio.rodeo/models/hibou (85.7M)"),
+          ("hibou-l", "hibou-L", "ViT-L", VIT_L, 5472 / 1024, 2736, 303_657_216, None, ""))),
     *(Preset(
         f"kaiko-vit-{tag}", dict(img_size=224, patch_size=patch, **size, mean=KAIKO_MEAN, std=KAIKO_STD), "timm",
         EncoderCard(
             model=f"kaiko.ai (Aben et al., 2024, arXiv:2404.15217): DINO {vit}/{patch}, TCGA", params=params,
             output=f"class token ({size['embed_dim']})", input_px=224, patch_px=patch, mpp=0.5,
-            licence="see kaiko-ai/towards_large_pathology_fms (not confirmed)",
+            licence=KAIKO_LICENCE,
             weights=f"huggingface.co/1aurent/vit_{vit_name}_patch{patch}_224.kaiko_ai_towards_large_pathology_fms: "
                     "model.safetensors (timm)"),
-        source=f"timm model names and mean/std of {TRIDENT} Kaiko*InferenceEncoder; {EVA}/kaiko.py",
-        notes=("licence, mpp and published count not confirmed",))
-      for tag, vit, vit_name, size, patch, params in (
-          ("s8", "ViT-S", "small", VIT_S, 8, 21_670_272), ("s16", "ViT-S", "small", VIT_S, 16, 21_665_664),
-          ("b8", "ViT-B", "base", VIT_B, 8, 85_807_872), ("b16", "ViT-B", "base", VIT_B, 16, 85_798_656))),
+        source=f"timm model names and mean/std of {TRIDENT} Kaiko*InferenceEncoder; {EVA}/kaiko.py; "
+               "kaiko-ai/towards_large_pathology_fms hubconf.py builds these timm models",
+        published_params=published, published_source=f"huggingface.co/timm/vit_{vit_name}_patch{patch}_224.dino card "
+                                                       f"('Params (M): {published}'), the architecture kaiko builds",
+        notes=("mpp not confirmed",))
+      for tag, vit, vit_name, size, patch, params, published in (
+          ("s8", "ViT-S", "small", VIT_S, 8, 21_670_272, 21.7), ("s16", "ViT-S", "small", VIT_S, 16, 21_665_664, 21.7),
+          ("b8", "ViT-B", "base", VIT_B, 8, 85_807_872, 85.8), ("b16", "ViT-B", "base", VIT_B, 16, 85_798_656, 85.8))),
     Preset(
         "kaiko-vit-l14", dict(img_size=518, patch_size=14, **{**VIT_L, **LS}, num_registers=4, no_embed_class=True,
                               mean=KAIKO_MEAN, std=KAIKO_STD), "timm",
         EncoderCard(
             model="kaiko.ai (Aben et al., 2024, arXiv:2404.15217): DINOv2 ViT-L/14, 4 registers", params=304_370_688,
             output="class token (1024)", input_px=224, patch_px=14, mpp=0.5,
-            licence="see kaiko-ai/towards_large_pathology_fms (not confirmed)",
+            licence=KAIKO_LICENCE,
             weights="huggingface.co/1aurent/vit_large_patch14_reg4_dinov2.kaiko_ai_towards_large_pathology_fms: "
                     "model.safetensors (timm, position grid 37 x 37)"),
         source=f"{TRIDENT} KaikoL14InferenceEncoder (vit_large_patch14_reg4_dinov2 built at 518 px, run at 224)",
         input_px=224,
+        published_params=304.4, published_source="huggingface.co/timm/vit_large_patch14_reg4_dinov2.lvd142m card "
+                                                 "('Params (M): 304.4', image size 518)",
         notes=("position embeddings are resampled 37 -> 16 with bicubic interpolation without antialias; timm "
-               "resamples with antialias, so features differ slightly from timm's", "published count not confirmed",
-               "the position grid is not confirmed: TRIDENT builds the model at 518 px, but another README names the "
-               "repo 1aurent/vit_large_patch14_reg4_224...; a file with a 16 x 16 grid loads with img_size = 224")),
+               "resamples with antialias, so features differ slightly from timm's",
+               "the 37 x 37 grid: kaiko's hubconf.py vitl14() builds vit_large_patch14_reg4_dinov2 at timm's 518 px "
+               "and loads strictly, TRIDENT sets 518 too; a file with a 16 x 16 grid loads with img_size = 224")),
     Preset(
         "lunit-vit-s8", dict(img_size=224, patch_size=8, **VIT_S, mean=LUNIT_MEAN, std=LUNIT_STD), "timm",
         EncoderCard(
             model="Lunit DINO ViT-S/8 (Kang et al., CVPR 2023, benchmark-ssl-pathology)", params=21_670_272,
             output="class token (384)", input_px=224, patch_px=8, mpp=0.5,
-            licence="see lunit-io/benchmark-ssl-pathology (non-commercial; not confirmed)",
+            licence="Lunit public licence (research only, non-commercial)",
             weights="github.com/lunit-io/benchmark-ssl-pathology releases: dino_vit_small_patch8_ep200.torch (timm "
                     "vit_small_patch8_224 keys)"),
-        source=f"{EVA}/lunit.py (timm vit_small_patch8_224, mean/std); {TRIDENT} LunitS8InferenceEncoder",
-        notes=("licence, mpp and published count not confirmed",)),
+        source=f"{EVA}/lunit.py (timm vit_small_patch8_224, mean/std); {TRIDENT} LunitS8InferenceEncoder; "
+               "licence from the lunit-io/benchmark-ssl-pathology README",
+        published_params=21.7, published_source="huggingface.co/timm/vit_small_patch8_224.dino card ('Params (M): "
+                                                "21.7'); the Lunit README builds that VisionTransformer",
+        notes=("mpp not confirmed",)),
 )
 
 

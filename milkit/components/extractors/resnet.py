@@ -47,6 +47,7 @@ class ResNet50Trunc(Extractor):
 
     name: ClassVar[str] = "resnet50-trunc"
     Config = ResNetTruncConfig
+    channels_last = True
 
     def __init__(self, config: ResNetTruncConfig) -> None:
         super().__init__(config)
