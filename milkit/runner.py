@@ -245,7 +245,8 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
     store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
-    check_feature_source(recipe.aggregator.cls, store)
+    if recipe.aggregator.cls.pretrained_weights(recipe.aggregator.config) is not None:
+        check_feature_source(recipe.aggregator.cls, store)
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
         splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))

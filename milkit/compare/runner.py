@@ -86,7 +86,8 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
         variants = _variants(recipe, section, registries)
         for _, variant in variants:
-            check_feature_source(variant.aggregator.cls, store)
+            if variant.aggregator.cls.pretrained_weights(variant.aggregator.config) is not None:
+                check_feature_source(variant.aggregator.cls, store)
         jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds
                 for fold in range(len(splits))]
         _run_jobs(jobs, store, cohort.by_id, splits, out_dir, progress=progress)

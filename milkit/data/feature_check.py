@@ -24,7 +24,9 @@ def extractor_of(path: Path) -> str | None:
 
 def check_feature_source(aggregator: type[Aggregator], store: BagStore) -> None:
     """Raise DataError when ``aggregator`` declares ``expected_features`` and any bag of ``store`` was
-    made by another extractor or has another width; the message says which extractor to use."""
+    made by another extractor or has another width; the message says which extractor to use.
+    Callers check aggregators that load published weights (a randomly initialised slide encoder is
+    just an architecture, trained on whatever features it is given)."""
     spec = aggregator.expected_features
     if spec is None or not store.paths:
         return
