@@ -15,7 +15,8 @@ import torch
 from milkit import __version__, distributed
 from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
-from milkit.data.bags import BagStore, find_feature_file
+from milkit.data.bags import BagSource, BagStore, find_feature_file
+from milkit.data.cases import CASES_FILE, CaseBags, case_cohort
 from milkit.data.feature_check import check_feature_source
 from milkit.data.cohort import Cohort
 from milkit.data.splits import Split, load_splits, make_splits, restrict_splits, save_splits
@@ -104,6 +105,15 @@ def prepare_bags(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = Tru
     excluded = [{"slide_id": sid, "reason": reason} for sid, reason in lost.items()]
     report_excluded(excluded, console)
     return store, excluded
+
+
+def bags_for(recipe: ResolvedRecipe, cohort: Cohort, store: BagStore) -> tuple[Cohort, BagSource]:
+    """The cohort and bags the model trains on: per slide, or with ``[cohort] bag = "case"`` per patient."""
+    if recipe.cohort.bag == "slide":
+        return cohort, store
+    cases, bags = case_cohort(cohort, store, recipe.head.cls.required_columns(recipe.head.config))
+    log.info("[cohort] bag = \"case\": %d patient-level bags from %d slides", len(bags.members), len(store.paths))
+    return cases, bags
 
 
 def report_excluded(excluded: list[dict[str, str]], console: Any = None) -> None:
@@ -247,6 +257,9 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
     if recipe.aggregator.cls.pretrained_weights(recipe.aggregator.config) is not None:
         check_feature_source(recipe.aggregator.cls, store)
+    cohort, store = bags_for(recipe, cohort, store)
+    if main and isinstance(store, CaseBags):
+        save_json(run_dir / CASES_FILE, store.members)
     splits_path = run_dir / "splits.json"
     if resume and splits_path.is_file():
         splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))
@@ -272,7 +285,7 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
     return run_dir
 
 
-def train_folds(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[str, Any]], splits: list[Split],
+def train_folds(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[str, Any]], splits: list[Split],
                 run_dir: Path, *, resume: bool, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train and evaluate every fold into ``run_dir/fold_<k>``; finished folds are reused when resuming."""
     folds: list[dict[str, Any]] = []
@@ -287,7 +300,7 @@ def train_folds(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[s
     return folds, predictions
 
 
-def train_fold(recipe: ResolvedRecipe, store: BagStore, by_id: dict[str, dict[str, Any]], split: Split,
+def train_fold(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[str, Any]], split: Split,
                fold_dir: Path, *, fold: int, resume: bool, progress: bool) -> dict[str, Any]:
     """Train one fold (or reuse its result.json when resuming) and return its result."""
     fold_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from milkit.checkpoint import load_training_state, load_weights, save_training_state, save_weights
-from milkit.data.bags import BagStore, collate_bags
+from milkit.data.bags import BagSource, collate_bags
 from milkit.errors import DataError
 from milkit.head import SAMPLE_WEIGHT
 from milkit import distributed, threads
@@ -32,7 +32,7 @@ class FoldData:
     """The rows of each split of one fold, and the bags they refer to."""
 
     rows: dict[str, list[Row]]
-    store: BagStore
+    store: BagSource
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -15,7 +15,7 @@ from milkit.checkpoint import save_json
 from milkit.compare.config import CompareSection
 from milkit.compare.plot import plot_comparison
 from milkit.compare.stats import mean_ci, paired_test
-from milkit.data.bags import BagStore
+from milkit.data.bags import BagSource
 from milkit.data.feature_check import check_feature_source
 from milkit.data.splits import load_splits, make_splits, restrict_splits, save_splits
 from milkit.recipe.validate import Component, ResolvedRecipe
@@ -24,8 +24,8 @@ from milkit import distributed
 from milkit.errors import MilkitError, UsageError
 from milkit.compare.claims import claim, release
 from milkit.recipe.diff import recipe_changes
-from milkit.runner import (_setup_logging, check_rows, load_cohort, prepare_bags, start_threads, stratify_column,
-                           train_fold)
+from milkit.runner import (_setup_logging, bags_for, check_rows, load_cohort, prepare_bags, start_threads,
+                           stratify_column, train_fold)
 
 log = logging.getLogger("milkit")
 
@@ -75,7 +75,12 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             (out_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
         cohort = load_cohort(recipe)
         check_rows(recipe, cohort.rows)
-        store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)  # loaded once, shared
+        slides, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)  # loaded once, shared
+        variants = _variants(recipe, section, registries)
+        for _, variant in variants:
+            if variant.aggregator.cls.pretrained_weights(variant.aggregator.config) is not None:
+                check_feature_source(variant.aggregator.cls, slides)
+        cohort, store = bags_for(recipe, cohort, slides)
         splits_path = out_dir / "splits.json"
         if splits_path.is_file():
             splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))
@@ -84,10 +89,6 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
                                  val_fraction=recipe.cohort.val_fraction, stratify=stratify_column(recipe))
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
-        variants = _variants(recipe, section, registries)
-        for _, variant in variants:
-            if variant.aggregator.cls.pretrained_weights(variant.aggregator.config) is not None:
-                check_feature_source(variant.aggregator.cls, store)
         jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds
                 for fold in range(len(splits))]
         _run_jobs(jobs, store, cohort.by_id, splits, out_dir, progress=progress)
@@ -122,7 +123,7 @@ def _job_dir(out_dir: Path, label: str, seed: int, fold: int) -> Path:
     return out_dir / "runs" / label / f"seed_{seed}" / f"fold_{fold}"
 
 
-def _run_jobs(jobs: list[tuple[str, ResolvedRecipe, int, int]], store: BagStore, by_id: dict[str, Any],
+def _run_jobs(jobs: list[tuple[str, ResolvedRecipe, int, int]], store: BagSource, by_id: dict[str, Any],
               splits: list[Any], out_dir: Path, *, progress: bool) -> None:
     """Train every unfinished (aggregator, seed, fold) job this process can claim.
 

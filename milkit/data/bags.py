@@ -10,7 +10,9 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,6 +31,25 @@ def find_feature_file(features_dir: Path, slide_id: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+class BagSource(Protocol):
+    """What training reads bags from: a :class:`BagStore` (one bag per slide) or
+    :class:`milkit.data.cases.CaseBags` (one per patient)."""
+
+    paths: dict[str, Path]
+
+    def __contains__(self, bag_id: str) -> bool: ...
+
+    def load(self, bag_id: str) -> tuple[Tensor, Tensor]: ...
+
+    def prefetch(self, bag_ids: Iterable[str]) -> None: ...
+
+    @property
+    def feature_dim(self) -> int: ...
+
+    @property
+    def read_rate_mb_s(self) -> float: ...
 
 
 class BagStore:

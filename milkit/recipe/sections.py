@@ -45,6 +45,9 @@ class CohortSection(ComponentConfig):
     prefetch: bool = Field(True, description="Read the next batch's bags in background threads while training.")
     strict: bool = Field(
         False, description="Abort on the first unusable bag (NaN, empty, unreadable); default: leave it out and say so.")
+    bag: Literal["slide", "case"] = Field(
+        "slide", description="slide: one bag per slide; case: all slides of a case_id in one bag (patient-level "
+                             "targets, predictions and metrics).")
 
     @model_validator(mode="after")
     def _fractions(self) -> "CohortSection":

@@ -24,7 +24,10 @@ def write_run_heatmaps(run_dir: Path, sink: PlotSink, *, n: int = 3, head: Any =
         return
     scorer = RunScorer(run_dir, fold=0, registries=registries)
     pick = head.heatmap_slides if head is not None else Head.heatmap_slides
-    for slide_id, why in pick(rows, n):
+    cases = rundata.case_slides(run_dir)
+    picks = [(sid, f"{why} (patient {bag}, whose slides are scored one by one)" if bag in cases else why)
+             for bag, why in pick(rows, n) for sid in cases.get(bag, [bag])]
+    for slide_id, why in picks:
         try:
             result = heatmap_for_run(run_dir, slide_id, sink.dir / "heatmaps" / f"{slide_id}.png", scorer=scorer,
                                      width=width, top_k=top_k)

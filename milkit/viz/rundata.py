@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from milkit.data.cases import CASES_FILE
+
 Record = dict[str, Any]
 TEXT_COLUMNS = ("slide_id", "target", "pred", "generated", "reference", "split", "case_id")
 
@@ -100,3 +102,10 @@ class RunView:
     def fold_rows(self, fold: int, split: str | None = None) -> list[Record] | None:
         """Records of ``split`` (default: the evaluation split) for ``fold``; see :func:`fold_records`."""
         return fold_records(self.run_dir, fold, split or self.split)
+
+
+def case_slides(run_dir: Path) -> dict[str, list[str]]:
+    """The slides of each patient-level bag of a run; {} for slide-level runs."""
+    path = Path(run_dir) / CASES_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
