@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,15 @@ def prepare_bags(recipe: ResolvedRecipe, cohort: Cohort, *, progress: bool = Tru
     return store, excluded
 
 
-def bags_for(recipe: ResolvedRecipe, cohort: Cohort, store: BagStore) -> tuple[Cohort, BagSource]:
-    """The cohort and bags the model trains on: per slide, or with ``[cohort] bag = "case"`` per patient."""
+def bags_for(recipe: ResolvedRecipe, cohort: Cohort, store: BagStore,
+             columns: Sequence[str] | None = None) -> tuple[Cohort, BagSource]:
+    """The cohort and bags the model trains on: per slide, or with ``[cohort] bag = "case"`` per patient
+    (whose slides must agree on ``columns``, default: the head's target columns)."""
     if recipe.cohort.bag == "slide":
         return cohort, store
-    cases, bags = case_cohort(cohort, store, recipe.head.cls.required_columns(recipe.head.config))
+    if columns is None:
+        columns = recipe.head.cls.required_columns(recipe.head.config)
+    cases, bags = case_cohort(cohort, store, columns)
     log.info("[cohort] bag = \"case\": %d patient-level bags from %d slides", len(bags.members), len(store.paths))
     return cases, bags
 

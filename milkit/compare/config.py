@@ -10,7 +10,8 @@ from milkit.config import ComponentConfig
 
 class CompareSection(ComponentConfig):
     aggregators: list[dict[str, Any]] = Field(
-        ..., min_length=1, description="Aggregators to compare: {name = \"abmil\", <parameter overrides>}."
+        ..., min_length=1, description="Aggregators to compare: {name = \"abmil\", <parameter overrides>}, "
+        "optionally head = {name = \"...\", <keys>} to pair it with another head than [head]."
     )
     folds: int = Field(5, ge=2, le=20, description="Patient-disjoint stratified folds (test sets partition the cohort).")
     seeds: list[int] = Field([0], min_length=1, description="Training seeds per fold.")
@@ -18,6 +19,38 @@ class CompareSection(ComponentConfig):
     test: Literal["wilcoxon", "bootstrap"] = Field(
         "wilcoxon", description="Paired test of each aggregator against the best over fold×seed runs."
     )
+
+
+ENTRY_KEYS = ("name", "label", "head")
+"""Keys of a ``[compare] aggregators`` entry that are not the aggregator's own."""
+
+
+def entry_label(entry: dict[str, Any]) -> str:
+    """An entry's row label: ``label``, else ``<aggregator>`` or ``<aggregator>+<head>``."""
+    if "label" in entry:
+        return str(entry["label"])
+    head = entry.get("head")
+    return f"{entry['name']}+{head['name']}" if isinstance(head, dict) and "name" in head else str(entry["name"])
+
+
+def _check_head(col: Any, registries: Any, i: int, aggregator: Any, head: Any) -> None:
+    where = f"entry {i + 1} ({aggregator.name})"
+    if not isinstance(head, dict) or not isinstance(head.get("name"), str):
+        col.add("compare", "aggregators", f"{where}: head must be a table with a name, e.g. head = "
+                "{name = \"retrieval\"}")
+        return
+    if head["name"] not in registries.heads:
+        col.add("compare", "aggregators", f"{where}: {registries.heads.unknown_message(head['name'])}")
+        return
+    cls = registries.heads.get(head["name"])
+    try:
+        cls.Config.model_validate({k: v for k, v in head.items() if k != "name"})
+    except pydantic.ValidationError as exc:
+        for err in exc.errors():
+            col.add("compare", "aggregators", f"{where}: head.{'.'.join(map(str, err['loc']))}: {err['msg']}")
+    if cls.requires_tokens and not aggregator.provides_tokens:
+        col.add("compare", "aggregators", f"{where}: head '{cls.name}' needs a token sequence, which aggregator "
+                f"'{aggregator.name}' does not provide")
 
 
 def validate_compare_table(col: Any, registries: Any, table: Any) -> CompareSection | None:
@@ -41,14 +74,17 @@ def validate_compare_table(col: Any, registries: Any, table: Any) -> CompareSect
             col.add("compare", "aggregators", f"entry {i + 1}: {registries.aggregators.unknown_message(name)}")
             continue
         cls = registries.aggregators.get(name)
-        params = {k: v for k, v in entry.items() if k not in ("name", "label")}
+        params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
         try:
             cls.Config.model_validate(params)
         except pydantic.ValidationError as exc:
             for err in exc.errors():
                 key = ".".join(str(p) for p in err["loc"])
                 col.add("compare", "aggregators", f"entry {i + 1} ({name}): {key}: {err['msg']}")
-        label = str(entry.get("label", name))
+        head = entry.get("head")
+        if head is not None:
+            _check_head(col, registries, i, cls, head)
+        label = entry_label(entry)
         if label in labels:
             col.add("compare", "aggregators", f"entry {i + 1}: '{label}' appears twice; give one a distinct "
                     "label = \"...\"")

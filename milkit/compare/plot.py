@@ -14,10 +14,10 @@ from milkit.atomic import atomic_path
 def plot_comparison(rows: list[dict[str, Any]], runs: dict[str, list[float]], metric: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(1.4 * len(rows) + 2.5, 6.5), 4))
     for i, row in enumerate(rows):
-        values = runs[row["aggregator"]]
+        values = [v for v in runs[row["aggregator"]] if v is not None]   # None: this row's head has no such metric
         ax.scatter([i] * len(values), values, color="0.6", s=14, zorder=2)
-        stat = row[metric]
-        if stat["mean"] is not None:
+        stat = row.get(metric)
+        if stat is not None and stat["mean"] is not None:
             low, high = stat["ci95"]
             ax.errorbar(i, stat["mean"], yerr=[[stat["mean"] - low], [high - stat["mean"]]], fmt="o", color="C0",
                         capsize=5, zorder=3)

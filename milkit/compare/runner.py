@@ -12,7 +12,7 @@ import tomli_w
 
 from milkit.atomic import atomic_path
 from milkit.checkpoint import save_json
-from milkit.compare.config import CompareSection
+from milkit.compare.config import ENTRY_KEYS, CompareSection, entry_label
 from milkit.compare.plot import plot_comparison
 from milkit.compare.stats import mean_ci, paired_test
 from milkit.data.bags import BagSource
@@ -21,7 +21,7 @@ from milkit.data.splits import load_splits, make_splits, restrict_splits, save_s
 from milkit.recipe.validate import Component, ResolvedRecipe
 from milkit.registry import Registries
 from milkit import distributed
-from milkit.errors import MilkitError, UsageError
+from milkit.errors import DataError, MilkitError, UsageError
 from milkit.compare.claims import claim, release
 from milkit.recipe.diff import recipe_changes
 from milkit.runner import (_setup_logging, bags_for, check_rows, load_cohort, prepare_bags, start_threads,
@@ -35,9 +35,14 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
     for entry in section.aggregators:
         name = entry["name"]
         cls = registries.aggregators.get(name)
-        params = {k: v for k, v in entry.items() if k not in ("name", "label")}
-        component = Component("aggregator", name, cls, cls.Config.model_validate(params))
-        out.append((str(entry.get("label", name)), dataclasses.replace(recipe, aggregator=component)))
+        params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+        variant = dataclasses.replace(recipe, aggregator=Component("aggregator", name, cls,
+                                                                   cls.Config.model_validate(params)))
+        if "head" in entry:
+            head = registries.heads.get(entry["head"]["name"])
+            config = head.Config.model_validate({k: v for k, v in entry["head"].items() if k != "name"})
+            variant = dataclasses.replace(variant, head=Component("head", head.name, head, config))
+        out.append((entry_label(entry), variant))
     return out
 
 
@@ -77,10 +82,18 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         check_rows(recipe, cohort.rows)
         slides, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)  # loaded once, shared
         variants = _variants(recipe, section, registries)
-        for _, variant in variants:
+        columns: set[str] = set()
+        for label, variant in variants:
+            needs = variant.head.cls.required_columns(variant.head.config)
+            missing = [c for c in needs if c not in cohort.rows[0]]
+            if missing:
+                raise DataError(f"[compare] '{label}': head '{variant.head.name}' needs the cohort column(s) "
+                                f"{', '.join(missing)}, which {cohort.source} lacks")
+            columns.update(needs)
+            check_rows(variant, cohort.rows)
             if variant.aggregator.cls.pretrained_weights(variant.aggregator.config) is not None:
                 check_feature_source(variant.aggregator.cls, slides)
-        cohort, store = bags_for(recipe, cohort, slides)
+        cohort, store = bags_for(recipe, cohort, slides, columns=sorted(columns))
         splits_path = out_dir / "splits.json"
         if splits_path.is_file():
             splits = restrict_splits(load_splits(splits_path, set(cohort.by_id)), set(store.paths))
@@ -169,7 +182,9 @@ def summarise_comparison(results: dict[str, list[dict[str, Any]]], recipe: Resol
     scored = [r for r in rows if r.get(metric, {}).get("mean") is not None]
     best = (max if mode == "max" else min)(scored, key=lambda r: r[metric]["mean"])["aggregator"] if scored else None
     for row in rows:
-        if best is None or row["aggregator"] == best:
+        if best is not None and row.get(metric, {}).get("mean") is None:   # its head does not report the metric
+            row["vs_best"] = {"method": section.test, "p_value": None, "within_noise": None, "is_best": False}
+        elif best is None or row["aggregator"] == best:
             row["vs_best"] = {"method": section.test, "p_value": None, "within_noise": None, "is_best": row["aggregator"] == best}
         else:
             row["vs_best"] = {**paired_test(runs[row["aggregator"]], runs[best], method=section.test), "is_best": False}

@@ -126,3 +126,34 @@ def test_two_processes_share_one_compare_dir(tmp_path, registries, synthetic_coh
     assert a["runs"] == b["runs"]
     for ra, rb in zip(a["rows"], b["rows"]):
         assert ra["balanced_accuracy"] == rb["balanced_accuracy"] and ra["auc_macro"] == rb["auc_macro"]
+
+
+def test_an_entry_may_bring_its_own_head(tmp_path, registries, synthetic_cohort):
+    path = tmp_path / "c.toml"
+    entries = ('aggregators = [{name = "mean", embed_dim = 16}, '
+               '{name = "mean", embed_dim = 16, head = {name = "cox", n_boot = 0}}]')
+    path.write_text(RECIPE.format(csv=synthetic_cohort).replace(RECIPE.splitlines()[-1].replace("{{", "{").replace(
+        "}}", "}"), entries).replace("folds = 3", "folds = 2"))
+    recipe = validate_recipe(load_recipe(path), registries)
+    out = run_compare(recipe, registries, out=tmp_path / "cmp", progress=False)
+    table = json.loads((out / "comparison.json").read_text())
+    rows = {r["aggregator"]: r for r in table["rows"]}
+    assert set(rows) == {"mean", "mean+cox"}
+    assert "balanced_accuracy" in rows["mean"] and "c_index" in rows["mean+cox"]     # each head's own metrics
+    cox = json.loads((out / "runs/mean+cox/seed_0/fold_0/result.json").read_text())
+    assert "risk" in cox["records"]["test"][0]
+
+
+@pytest.mark.parametrize(("head", "message"), [
+    ('{name = "coxx"}', "unknown head 'coxx'; did you mean 'cox'?"),
+    ('{name = "cox", n_boot = -1}', "entry 2 (mean): head.n_boot"),
+    ('{n_boot = 3}', "head must be a table with a name"),
+])
+def test_a_bad_entry_head_is_named(tmp_path, registries, synthetic_cohort, head, message):
+    path = tmp_path / "c.toml"
+    text = RECIPE.format(csv=synthetic_cohort).replace('{name = "abmil", embed_dim = 16, attn_dim = 8}',
+                                                        f'{{name = "mean", label = "m2", head = {head}}}')
+    path.write_text(text)
+    with pytest.raises(RecipeError) as err:
+        validate_recipe(load_recipe(path), registries)
+    assert any(message in i.message for i in err.value.issues), [i.message for i in err.value.issues]
