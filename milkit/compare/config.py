@@ -29,22 +29,22 @@ def entry_label(entry: dict[str, Any]) -> str:
     """An entry's row label: ``label``, else ``<aggregator>`` or ``<aggregator>+<head>``."""
     if "label" in entry:
         return str(entry["label"])
-    head = entry.get("head")
-    return f"{entry['name']}+{head['name']}" if isinstance(head, dict) and "name" in head else str(entry["name"])
+    table = entry.get("head")
+    return f"{entry['name']}+{table['name']}" if isinstance(table, dict) and "name" in table else str(entry["name"])
 
 
-def _check_head(col: Any, registries: Any, i: int, aggregator: Any, head: Any) -> None:
+def _check_head(col: Any, registries: Any, i: int, aggregator: Any, table: Any) -> None:
     where = f"entry {i + 1} ({aggregator.name})"
-    if not isinstance(head, dict) or not isinstance(head.get("name"), str):
+    if not isinstance(table, dict) or not isinstance(table.get("name"), str):
         col.add("compare", "aggregators", f"{where}: head must be a table with a name, e.g. head = "
                 "{name = \"retrieval\"}")
         return
-    if head["name"] not in registries.heads:
-        col.add("compare", "aggregators", f"{where}: {registries.heads.unknown_message(head['name'])}")
+    if table["name"] not in registries.heads:
+        col.add("compare", "aggregators", f"{where}: {registries.heads.unknown_message(table['name'])}")
         return
-    cls = registries.heads.get(head["name"])
+    cls = registries.heads.get(table["name"])
     try:
-        cls.Config.model_validate({k: v for k, v in head.items() if k != "name"})
+        cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
     except pydantic.ValidationError as exc:
         for err in exc.errors():
             col.add("compare", "aggregators", f"{where}: head.{'.'.join(map(str, err['loc']))}: {err['msg']}")
@@ -81,9 +81,8 @@ def validate_compare_table(col: Any, registries: Any, table: Any) -> CompareSect
             for err in exc.errors():
                 key = ".".join(str(p) for p in err["loc"])
                 col.add("compare", "aggregators", f"entry {i + 1} ({name}): {key}: {err['msg']}")
-        head = entry.get("head")
-        if head is not None:
-            _check_head(col, registries, i, cls, head)
+        if entry.get("head") is not None:
+            _check_head(col, registries, i, cls, entry["head"])
         label = entry_label(entry)
         if label in labels:
             col.add("compare", "aggregators", f"entry {i + 1}: '{label}' appears twice; give one a distinct "

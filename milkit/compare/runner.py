@@ -39,9 +39,10 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
         variant = dataclasses.replace(recipe, aggregator=Component("aggregator", name, cls,
                                                                    cls.Config.model_validate(params)))
         if "head" in entry:
-            head = registries.heads.get(entry["head"]["name"])
-            config = head.Config.model_validate({k: v for k, v in entry["head"].items() if k != "name"})
-            variant = dataclasses.replace(variant, head=Component("head", head.name, head, config))
+            table = entry["head"]
+            head_cls = registries.heads.get(table["name"])
+            config = head_cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
+            variant = dataclasses.replace(variant, head=Component("head", head_cls.name, head_cls, config))
         out.append((entry_label(entry), variant))
     return out
 
