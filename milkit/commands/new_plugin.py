@@ -36,7 +36,7 @@ def plugin_names(name: str, kind: str) -> dict[str, str]:
     if not _NAME_RE.match(raw):
         raise MilkitError(
             f"invalid plugin name {name!r}: use lowercase letters, digits, '_' or '-', starting with a letter "
-            "(e.g. 'dsmil' or 'my-pool')"
+            "(e.g. 'my-pool' or 'attnmil')"
         )
     snake = raw.replace("-", "_")
     return {
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("new-plugin")
     def new_plugin(
-        name: Annotated[str, typer.Argument(help="Plugin name, e.g. 'dsmil' -> distribution milkit-dsmil.")],
+        name: Annotated[str, typer.Argument(help="Plugin name, e.g. 'my-pool' -> distribution milkit-my-pool.")],
         kind: Annotated[Kind, typer.Option("--kind", help="What the plugin provides.", case_sensitive=False)],
         out: Annotated[Path | None, typer.Option("--out", help="Target folder (default ./milkit-NAME).")] = None,
     ) -> None:

@@ -1,5 +1,6 @@
 """The recipe's ``[compare]`` table: which aggregators, folds and seeds to compare."""
 
+from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
@@ -21,7 +22,7 @@ class CompareSection(ComponentConfig):
     )
 
 
-ENTRY_KEYS = ("name", "label", "head")
+ENTRY_KEYS = ("name", "label", "head", "freeze")
 """Keys of a ``[compare] aggregators`` entry that are not the aggregator's own."""
 
 
@@ -53,8 +54,16 @@ def _check_head(col: Any, registries: Any, i: int, aggregator: Any, table: Any) 
                 f"'{aggregator.name}' does not provide")
 
 
-def validate_compare_table(col: Any, registries: Any, table: Any) -> CompareSection | None:
-    """Add issues for a bad ``[compare]`` table to ``col`` (the validator's collector)."""
+def _resolved(config: Any, entry: dict[str, Any], base_dir: Path) -> None:
+    """Relative paths of a validated entry (a slide encoder's ``weights``) made absolute against the recipe's folder."""
+    for key, value in config:
+        if isinstance(value, Path) and key in entry and not value.expanduser().is_absolute():
+            entry[key] = str((base_dir / value.expanduser()).resolve())
+
+
+def validate_compare_table(col: Any, registries: Any, table: Any, base_dir: Path | None = None) -> CompareSection | None:
+    """Add issues for a bad ``[compare]`` table to ``col`` (the validator's collector); relative paths in
+    entries resolve against ``base_dir`` (the recipe's folder)."""
     if not isinstance(table, dict):
         col.add("compare", None, "must be a table")
         return None
@@ -76,11 +85,20 @@ def validate_compare_table(col: Any, registries: Any, table: Any) -> CompareSect
         cls = registries.aggregators.get(name)
         params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
         try:
-            cls.Config.model_validate(params)
+            config = cls.Config.model_validate(params)
         except pydantic.ValidationError as exc:
             for err in exc.errors():
                 key = ".".join(str(p) for p in err["loc"])
                 col.add("compare", "aggregators", f"entry {i + 1} ({name}): {key}: {err['msg']}")
+        else:
+            if base_dir is not None:
+                _resolved(config, entry, base_dir)
+            freeze = entry.get("freeze", False)
+            if not isinstance(freeze, bool):
+                col.add("compare", "aggregators", f"entry {i + 1} ({name}): freeze: expected true or false")
+            elif freeze and cls.pretrained_weights(config) is None:
+                col.add("compare", "aggregators", f"entry {i + 1} ({name}): freeze = true needs a slide encoder's "
+                        "weights = \"<file>\" (nothing to freeze)")
         if entry.get("head") is not None:
             _check_head(col, registries, i, cls, entry["head"])
         label = entry_label(entry)

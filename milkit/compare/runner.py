@@ -36,8 +36,9 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
         name = entry["name"]
         cls = registries.aggregators.get(name)
         params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+        extra = {"freeze": True} if entry.get("freeze") else {}     # a linear probe of a slide encoder
         variant = dataclasses.replace(recipe, aggregator=Component("aggregator", name, cls,
-                                                                   cls.Config.model_validate(params)))
+                                                                   cls.Config.model_validate(params), extra))
         if "head" in entry:
             table = entry["head"]
             head_cls = registries.heads.get(table["name"])

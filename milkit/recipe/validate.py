@@ -166,7 +166,7 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
         check_transfer(col, recipe, agg, check_files=check_files)
     if cohort is not None and source is not None and check_files:
         check_cohort_files(col, cohort, source, head)
-    compare = check_compare(col, registries, recipe.data)
+    compare = check_compare(col, registries, recipe.data, recipe.base_dir)
     if "run" in sections and check_files:
         check_run(col, recipe, sections["run"])
     if col.issues:
@@ -344,10 +344,11 @@ def check_run(col: _Collector, recipe: Recipe, run: RunSection) -> None:
                 f"{torch.__version__}); use device = \"auto\" (CUDA when present) or \"cpu\"")
 
 
-def check_compare(col: _Collector, registries: Registries, data: dict[str, Any]) -> CompareSection | None:
+def check_compare(col: _Collector, registries: Registries, data: dict[str, Any],
+                  base_dir: Path | None = None) -> CompareSection | None:
     """``[compare]``, typed (None when the recipe has none)."""
     if "compare" not in data:
         return None
     from milkit.compare.config import validate_compare_table
 
-    return validate_compare_table(col, registries, data["compare"])
+    return validate_compare_table(col, registries, data["compare"], base_dir)

@@ -35,7 +35,7 @@ def test_names_follow_the_dist_module_entry_point_convention() -> None:
     assert {k: values[k] for k in ("name", "module", "dist", "cls", "base")} == {
         "name": "my_pool", "module": "milkit_my_pool", "dist": "milkit-my-pool", "cls": "MyPool", "base": "Aggregator",
     }
-    assert plugin_names("milkit-dsmil", "head")["dist"] == "milkit-dsmil"
+    assert plugin_names("milkit-my-pool", "head")["dist"] == "milkit-my-pool"
 
 
 @pytest.mark.parametrize("kind", ["aggregator", "head", "extractor"])

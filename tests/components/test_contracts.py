@@ -34,6 +34,16 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
     ("aggregator", "clam_mb"): {"k_sample": 2, "n_classes": 3},
     # not permutation invariant (eval pseudo-bags follow patch order), so the kit skips that check
     ("aggregator", "dtfd"): {"embed_dim": 16, "attn_dim": 8, "n_classes": 3},
+    ("aggregator", "perceiver"): {"dim": 32, "depth": 1, "num_latents": 8, "heads": 2, "dim_head": 16, "ff_mult": 2},
+    ("aggregator", "wikg"): {"dim_hidden": 32},
+    ("aggregator", "mamba_mil"): {"embed_dim": 16, "d_state": 4, "attn_dim": 8},
+    ("aggregator", "titan"): {"embed_dim": 32, "depth": 2, "num_heads": 4, "pooler_heads": 2, "pooler_queries": 5},
+    ("aggregator", "gigapath-slide"): {"embed_dim": 32, "depth": 3, "num_heads": 4, "ffn_dim": 64, "slide_ngrids": 16,
+                                       "feat_layer": 2, "segment_lengths": [4, 8, 16], "dilations": [1, 2, 4]},
+    # slide foundation encoders at reduced width (PRISM's published Perceiver is 99M parameters)
+    ("aggregator", "madeleine"): {"embed_dim": 32, "attn_dim": 16},
+    ("aggregator", "prism"): {"latent_seq": 6, "latent_dim": 32, "mhsa_heads": 4, "perceiver_depth": 3,
+                              "transformer_depth": 1},
     ("aggregator", "histgen"): {
         "d_vf": 32, "d_model": 16, "num_heads": 2, "d_ff": 16, "region_size": 4, "prototype_num": 8,
         "cmm_size": 16, "cmm_dim": 16, "topk": 4, "slide_pool_dim": 8,

@@ -1,4 +1,4 @@
-"""milkit plugin: DSMIL aggregator (Li et al., CVPR 2021)."""
+"""milkit plugin: the example DSMIL-style aggregator ``dsmil_example`` (after Li et al., CVPR 2021)."""
 
 from milkit import Aggregator, hookimpl
 from milkit_dsmil.dsmil import DSMIL, DSMILConfig

@@ -1,4 +1,6 @@
-"""Dual-stream MIL (Li, Li & Eliceiri, CVPR 2021, arXiv:2011.08939) as a milkit aggregator."""
+"""A DSMIL-style dual-stream aggregator (after Li, Li & Eliceiri, CVPR 2021, arXiv:2011.08939): the worked
+example of a milkit plugin. milkit ships the reference DSMIL built in as ``dsmil``; this one registers as
+``dsmil_example``, since two components of one name are refused."""
 
 import math
 
@@ -21,7 +23,7 @@ class DSMILConfig(ComponentConfig):
 
 
 class DSMIL(Aggregator):
-    """Dual-stream MIL aggregator (Li et al., CVPR 2021).
+    """Dual-stream MIL aggregator in the style of DSMIL (Li et al., CVPR 2021); the example plugin's variant.
 
     Stream 1 scores every patch with an instance classifier and max-pools the scores
     over real patches. Stream 2 takes, per class, the highest-scoring (critical) patch,
@@ -36,11 +38,12 @@ class DSMIL(Aggregator):
     Differences from the paper: the per-class ``Conv1d`` bag classifier and the average
     of both streams' predictions are left to the head, which sees both streams in the
     embedding (a linear head can express that average); a learnt patch embedding
-    precedes both streams, as in later DSMIL releases.
-    Reference implementation: binli123/dsmil-wsi ``dsmil.py`` (``BClassifier``).
+    precedes both streams (the reference has none: its FCLayer passes the features through).
+    Reference implementation: binli123/dsmil-wsi ``dsmil.py`` (``BClassifier``). For the reference model
+    itself use milkit's built-in ``dsmil`` (milkit.components.aggregators.dsmil).
     """
 
-    name = "dsmil"
+    name = "dsmil_example"
     Config = DSMILConfig
     permutation_invariant = True
 

@@ -1,4 +1,5 @@
-"""DSMIL: the milkit conformance kit, discovery through the entry point, and the paper's computation."""
+"""dsmil_example: the milkit conformance kit, discovery through the entry point (next to the built-in
+``dsmil``), and the paper's computation."""
 
 import importlib.metadata
 import math
@@ -20,9 +21,16 @@ def test_contract_with_every_option() -> None:
 
 
 def test_plugin_is_discovered() -> None:  # "is it installed?": found through the milkit entry point
-    provider = build_registries(get_plugin_manager()).aggregators.provider("dsmil")
+    provider = build_registries(get_plugin_manager()).aggregators.provider("dsmil_example")
     assert (provider.plugin, provider.distribution) == ("dsmil", "milkit-dsmil")
     assert provider.version == importlib.metadata.version("milkit-dsmil")
+
+
+def test_loads_next_to_the_builtin_dsmil() -> None:  # distinct names: no duplicate-name refusal
+    registries = build_registries(get_plugin_manager())
+    assert not [p for p in registries.problems if "dsmil" in p], registries.problems
+    assert registries.aggregators.get("dsmil_example") is DSMIL
+    assert registries.aggregators.provider("dsmil").distribution == "milkit"
 
 
 def test_matches_the_reference_bag_classifier() -> None:
