@@ -36,3 +36,13 @@ def grid_cells(coords: Tensor, patch_size_level0: int | None, *, who: str, from_
                         "coords? Extract with `milkit extract`, which writes them")
     offset = coords.min(0).values if from_corner else torch.zeros_like(coords[0])
     return torch.div(coords - offset, step or math.inf, rounding_mode="floor").long()     # n 2
+
+
+def sincos_2d(pos: Tensor, grid: int, dim: int) -> Tensor:
+    """Prov-GigaPath's fixed 2D position embedding of grid positions ``pos`` (``x_cell * grid + y_cell``) [n] ->
+    [n, dim]: row ``pos + 1`` of its ``get_2d_sincos_pos_embed(dim, grid, cls_token=True)`` table, computed
+    on demand in float64 as numpy does: (sin, cos) of (pos % grid), then of (pos // grid), at frequencies
+    10000^(-i / (dim/4))."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=pos.device) / (dim / 4))
+    axes = [(p.double()[:, None] * omega) for p in (pos % grid, pos // grid)]   # n dim/4 each
+    return torch.cat([f(a) for a in axes for f in (torch.sin, torch.cos)], 1)   # n dim

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from milkit.aggregator import Aggregator, AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
+from milkit.nn.gated_attention import GatedAttention
 from milkit.nn.masking import masked_softmax
 
 
@@ -40,17 +41,6 @@ class DTFDConfig(ComponentConfig):
             raise ValueError(f"distill = '{self.distill}' keeps total_instance // num_groups instances per pseudo-bag: "
                              f"total_instance ({self.total_instance}) must be >= num_groups ({self.num_groups})")
         return self
-
-
-class GatedAttention(nn.Module):
-    """Attention_Gated with K = 1: x [.., n, m] -> unnormalised scores [.., n]."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.v, self.u, self.w = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.w(torch.tanh(self.v(x)) * torch.sigmoid(self.u(x))).squeeze(-1)
 
 
 class ResBlock(nn.Sequential):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from milkit.aggregator import AggregatorOutput, FeatureSpec
 from milkit.components.aggregators.slide_encoder import SlideEncoder, SlideEncoderConfig
 from milkit.nn.dilated_attention import DilatedAttention
-from milkit.nn.patch_grid import grid_cells
+from milkit.nn.patch_grid import grid_cells, sincos_2d
 
 
 class GigaPathSlideConfig(SlideEncoderConfig):
@@ -57,15 +57,6 @@ class GigaPathSlideConfig(SlideEncoderConfig):
         if self.feat_layer is not None and self.feat_layer > self.depth:
             raise ValueError(f"feat_layer ({self.feat_layer}) must be at most depth ({self.depth})")
         return self
-
-
-def sincos_2d(pos: Tensor, grid: int, dim: int) -> Tensor:
-    """Row ``pos + 1`` of the reference's ``get_2d_sincos_pos_embed(dim, grid, cls_token=True)`` table, computed
-    on demand in float64 as numpy does: (sin, cos) of (pos % grid), then of (pos // grid), at frequencies
-    10000^(-i / (dim/4))."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=pos.device) / (dim / 4))
-    axes = [(p.double()[:, None] * omega) for p in (pos % grid, pos // grid)]   # n dim/4 each
-    return torch.cat([f(a) for a in axes for f in (torch.sin, torch.cos)], 1)   # n dim
 
 
 class LongNetLayer(nn.Module):

@@ -7,6 +7,7 @@ defaults) and ``modeling_prism.py`` (``image_resampler``, ``slide_representation
 """
 
 import re
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from milkit.aggregator import AggregatorOutput, FeatureSpec
 from milkit.components.aggregators.slide_encoder import SlideEncoder, SlideEncoderConfig
 from milkit.errors import CheckpointError
+from milkit.nn.geglu import GEGLUFeedForward
 
 NOT_SLIDE_ENCODER = ("text_decoder.", "img_to_latents.", "text_to_latents.", "temperature")
 """Keys of the Prism file outside ``image_resampler``: the BioGPT decoder and the contrastive heads (dropped)."""
@@ -38,24 +40,6 @@ class PRISMConfig(SlideEncoderConfig):
         if self.latent_dim % self.xattn_heads or self.latent_dim % self.mhsa_heads:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by xattn_heads and mhsa_heads")
         return self
-
-
-class GEGLU(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        x, gates = x.chunk(2, dim=-1)
-        return x * F.gelu(gates)
-
-
-class FeedForward(nn.Module):
-    """LayerNorm -> Linear(dim, 2 * mult * dim) -> GEGLU -> Linear (mlp_activation 'geglu', the published one)."""
-
-    def __init__(self, dim: int, mult: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.net = nn.Sequential(nn.Linear(dim, 2 * dim * mult), GEGLU(), nn.Linear(dim * mult, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.norm(x))
 
 
 class CrossAttention(nn.Module):
@@ -113,11 +97,13 @@ class PRISM(SlideEncoder):
                       "tf": min(config.share_tf_start_layer, depth - 1)}
         mult, tf_depth = config.mlp_mult, config.transformer_depth
         self.latents = nn.Parameter(torch.randn(1 + config.latent_seq, d))
-        self.xattn = nn.ModuleList(nn.ModuleDict({"xattn": CrossAttention(d, in_dim, config.xattn_heads),
-                                                  "ff": FeedForward(d, mult)}) for _ in range(self.share["xattn"] + 1))
-        self.tf = nn.ModuleList(nn.ModuleList(nn.ModuleDict({"mhsa": MHSA(d, config.mhsa_heads),
-                                                             "ff": FeedForward(d, mult)}) for _ in range(tf_depth))
-                                for _ in range(self.share["tf"] + 1))
+        self.xattn = nn.ModuleList(
+            nn.ModuleDict({"xattn": CrossAttention(d, in_dim, config.xattn_heads), "ff": GEGLUFeedForward(d, mult)})
+            for _ in range(self.share["xattn"] + 1))
+        self.tf = nn.ModuleList(
+            nn.ModuleList(nn.ModuleDict({"mhsa": MHSA(d, config.mhsa_heads), "ff": GEGLUFeedForward(d, mult)})
+                          for _ in range(tf_depth))
+            for _ in range(self.share["tf"] + 1))
         self.cls_norm, self.img_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.load_published(self, convert=self.convert, expects="model.safetensors of huggingface.co/paige-ai/Prism "
                             "(its image_resampler.* keys; the text decoder is dropped)")

@@ -1,7 +1,7 @@
 """RRT-MIL: re-embedded regional transformer + AB-MIL (Tang et al., CVPR 2024, arXiv:2402.17228).
 
 Reference code: DearCaat/RRT-MIL, ``modules/rrt.py`` (RRTMIL, RRTEncoder, TransLayer, initialize_weights),
-``modules/rmsa.py`` (InnerAttention, RegionAttntion, CrossRegionAttntion), ``modules/datten.py``
+``modules/rmsa.py`` (milkit/nn/region_attention.py), ``modules/datten.py``
 (DAttention, Attention) and ``main.py`` (the defaults). Differences: docs/aggregators.md.
 """
 
@@ -9,13 +9,13 @@ import math
 from typing import Literal
 
 import torch
-from einops import rearrange
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from milkit.aggregator import Aggregator, AggregatorOutput
 from milkit.config import ComponentConfig
 from milkit.nn.masking import masked_softmax
+from milkit.nn.region_attention import CrossRegionAttention, InnerAttention, per_region
 
 ACTS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -50,59 +50,6 @@ class RRTConfig(ComponentConfig):
         return self
 
 
-def per_region(fn: nn.Module, x: Tensor, region_num: int) -> Tensor:
-    """The reference's region partition of one bag x [n, c]: lay it row-major on a zero-padded square grid
-    (side ceil(sqrt(n)) rounded up to a multiple of region_num), apply fn to the region_num^2 regions
-    [r, p, c] and return the first n tokens of the result [n, c]."""
-    n = x.shape[0]
-    side = math.ceil(math.sqrt(n))
-    size = (side + -side % region_num) // region_num                                # region side
-    x = torch.cat([x, x.new_zeros((region_num * size) ** 2 - n, x.shape[1])])     # side*side c
-    r = rearrange(x, "(gh sh gw sw) c -> (gh gw) (sh sw) c", sh=size, sw=size, gw=region_num)
-    return rearrange(fn(r), "(gh gw) (sh sw) c -> (gh sh gw sw) c", sh=size, gw=region_num)[:n]
-
-
-class InnerAttention(nn.Module):
-    """Multi-head self-attention within each group [g, p, c]; EPEG adds conv(attn) along the query axis."""
-
-    def __init__(self, dim: int, heads: int, config: RRTConfig, *, epeg: bool) -> None:
-        super().__init__()
-        self.heads, self.scale = heads, (dim // heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=config.qkv_bias)
-        self.proj, self.proj_drop = nn.Linear(dim, dim), nn.Dropout(config.trans_dropout)
-        k = config.epeg_k
-        self.pe = nn.Conv2d(heads, heads, (k, 1), padding=(k // 2, 0), groups=heads,
-                            bias=config.epeg_bias) if epeg else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        q, k, v = rearrange(self.qkv(x), "g p (three h d) -> three g h p d", three=3, h=self.heads)
-        attn = (q * self.scale) @ k.transpose(-1, -2)                                # g h p p
-        if self.pe is not None:
-            attn = attn + self.pe(attn)
-        return self.proj_drop(self.proj(rearrange(attn.softmax(-1) @ v, "g h p d -> g p (h d)")))  # g p c
-
-
-class CrossRegionAttention(nn.Module):
-    """CR-MSA over regions [r, p, c]: each region's tokens are pooled into crmsa_k representatives (softmax
-    over the region), these attend across regions, and are dispatched back (min-max scores x softmax over
-    representatives)."""
-
-    def __init__(self, config: RRTConfig) -> None:
-        super().__init__()
-        c, k = config.embed_dim, config.crmsa_k
-        self.attn = InnerAttention(c, config.crmsa_heads, config, epeg=False)
-        self.phi = (nn.Sequential(nn.Linear(c, c // 4, bias=False), nn.Tanh(), nn.Linear(c // 4, k, bias=False))
-                    if config.crmsa_mlp else nn.Parameter(torch.empty(c, k)))
-
-    def forward(self, regions: Tensor) -> Tensor:
-        phi = self.phi
-        logits = (phi(regions) if isinstance(phi, nn.Module) else regions @ phi).transpose(1, 2)  # r k p
-        lo, hi = logits.amin(-1, keepdim=True), logits.amax(-1, keepdim=True)        # r k 1
-        spread = (logits - lo) / (hi - lo + 1e-8) * logits.softmax(1)                # r k p: dispatch weights
-        reps = self.attn((logits.softmax(-1) @ regions).transpose(0, 1))             # k r c: across regions
-        return torch.einsum("krc,rkp->rpc", reps, spread)                            # r p c
-
-
 class TransLayer(nn.Module):
     """The reference's TransLayer (FFN and drop-path off, its defaults) over one bag [n, c]:
     x + attn(LayerNorm(x)), attn applied to the regions of the grid."""
@@ -133,10 +80,15 @@ class RRT(Aggregator):
         super().__init__(config, in_dim=in_dim)
         e = self.out_dim = config.embed_dim
         self.patch_to_emb = nn.Sequential(nn.Linear(in_dim, e), ACTS[config.act](), nn.Dropout(config.dropout))
-        self.layers = nn.ModuleList(TransLayer(e, InnerAttention(e, config.heads, config, epeg=config.epeg),
-                                               config.region_num) for _ in range(config.n_layers - 1))  # R-MSA
+        attn = dict(qkv_bias=config.qkv_bias, dropout=config.trans_dropout)
+        self.layers = nn.ModuleList(
+            TransLayer(e, InnerAttention(e, config.heads, **attn, epeg_k=config.epeg_k if config.epeg else None,
+                                         epeg_bias=config.epeg_bias), config.region_num)
+            for _ in range(config.n_layers - 1))                                     # R-MSA
+        cross = CrossRegionAttention(e, config.crmsa_k, InnerAttention(e, config.crmsa_heads, **attn, epeg_k=None),
+                                     mlp=config.crmsa_mlp)
         # upstream's CR-MSA TransLayer is not given region_num: its default, 8, whatever region_num is
-        self.cr_msa = TransLayer(e, CrossRegionAttention(config), 8) if config.cr_msa else None
+        self.cr_msa = TransLayer(e, cross, 8) if config.cr_msa else None
         self.norm = nn.LayerNorm(e)
         self.attention = nn.Sequential(nn.Linear(e, 128, bias=False), ACTS[config.da_act](),
                                        nn.Linear(128, 1, bias=False))             # DAttention, D = 128 upstream

@@ -7,16 +7,13 @@ Reference code: huggingface.co/MahmoodLab/TITAN remote code, ``vision_transforme
 ``modeling_titan.py`` (``encode_slide_from_patch_features``: ``no_proj=True``). Differences: docs/aggregators.md.
 """
 
-from collections import OrderedDict
-
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from milkit.aggregator import AggregatorOutput, FeatureSpec
 from milkit.components.aggregators.slide_encoder import SlideEncoder, SlideEncoderConfig
-from milkit.nn.alibi import alibi_2d
+from milkit.nn.alibi import BiasedBlock, alibi_2d
 from milkit.nn.patch_grid import grid_cells
 
 
@@ -40,25 +37,6 @@ class TITANConfig(SlideEncoderConfig):
             if width % heads:
                 raise ValueError(f"embed_dim ({width}) must be divisible by num_heads and pooler_heads ({heads})")
         return self
-
-
-class Block(nn.Module):
-    """timm's pre-norm ViT block (LayerNorm eps 1e-6, GELU MLP); attention takes an additive bias."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn = nn.ModuleDict({"qkv": nn.Linear(dim, 3 * dim), "proj": nn.Linear(dim, dim)})
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(OrderedDict(fc1=nn.Linear(dim, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, dim)))
-
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
-        b, t, e = x.shape
-        q, k, v = self.attn["qkv"](self.norm1(x)).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # b h t d
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))    # b h t d
-        x = x + self.attn["proj"](a.transpose(1, 2).reshape(b, t, e))
-        return x + self.mlp(self.norm2(x))
 
 
 class AttentionalPooler(nn.Module):
@@ -100,7 +78,7 @@ class TITAN(SlideEncoder):
         e = self.out_dim = config.embed_dim
         self.patch_embed = nn.Sequential(nn.Linear(in_dim, e), nn.GELU())
         self.cls_token = nn.Parameter(torch.zeros(1, 1, e))
-        self.blocks = nn.ModuleList(Block(e, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(BiasedBlock(e, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
         self.norm = nn.LayerNorm(e, eps=1e-6)
         self.attn_pool = AttentionalPooler(e, config.pooler_heads, config.pooler_queries)
         self.attn_pool_contrastive = AttentionalPooler(e, config.pooler_heads, 1)
