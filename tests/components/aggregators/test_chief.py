@@ -11,6 +11,7 @@ from milkit.components.aggregators.chief import CHIEF, ORGANS, CHIEFConfig, rena
 from milkit.errors import CheckpointError
 from milkit.testing import check_aggregator
 import _reference_chief as ref
+from _bags import junk_padded
 
 LENGTHS = [1, 7, 60, 300]
 
@@ -31,12 +32,7 @@ def published_file(tmp_path: Path, model: ref.CHIEF) -> Path:
 
 
 def padded(lengths: list[int], dim: int = 768) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    n = max(lengths)
-    mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]                   # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), n, dim, generator=gen),
-                        torch.randn(len(lengths), n, dim, generator=gen) * 10 + 3)   # junk in the padding
-    return feats, mask, torch.zeros(len(lengths), n, 2)
+    return junk_padded(lengths, dim)
 
 
 def test_defaults_are_the_published_model() -> None:

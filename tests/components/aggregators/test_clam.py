@@ -11,6 +11,7 @@ from milkit.components.aggregators.clam import CLAMMB, CLAMSB, CLAMConfig, smoot
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.errors import MilkitError
 from milkit.testing import check_aggregator
+from _bags import junk_padded
 
 D, C = 20, 3
 SIZES = [3, 8, 12, 40]  # n < k (clamped), n = k, k < n < 2k (top and bottom overlap), n >= 2k
@@ -55,11 +56,7 @@ def build_pair(multi: bool, inst_loss: str = "ce", subtyping: bool = True, gated
 
 
 def padded_batch(lengths: list[int], pad_to: int, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    junk = torch.randn(len(lengths), pad_to, D, generator=gen) * 10 + 3
-    real = torch.randn(len(lengths), pad_to, D, generator=gen)
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]            # b n
-    return torch.where(mask[..., None], real, junk), mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, D, pad_to, seed)
 
 
 def ref_bag(ref, feats: torch.Tensor, label: int):

@@ -10,6 +10,7 @@ from milkit.components.aggregators.dsmil import DSMIL, DSMILConfig
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.errors import MilkitError
 from milkit.testing import check_aggregator
+from _bags import junk_padded
 
 K = 24                                  # feature width (the reference's feats_size)
 SIZES = [1, 3, 17, 64]                  # bag sizes, batched together with padding
@@ -40,11 +41,7 @@ def build_pair(n_classes: int = 2, nonlinear: bool = True, passing_v: bool = Fal
 
 
 def padded_batch(lengths: list[int], pad_to: int, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    junk = torch.randn(len(lengths), pad_to, K, generator=gen) * 10 + 3                # large: would win the max
-    real = torch.randn(len(lengths), pad_to, K, generator=gen)
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]                # b n
-    return torch.where(mask[..., None], real, junk), mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, K, pad_to, seed)   # junk is large: it would win the max
 
 
 def onehot(label: int, n_classes: int) -> torch.Tensor:

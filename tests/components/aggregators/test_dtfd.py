@@ -10,6 +10,7 @@ from milkit.components.heads.classification import Classification, Classificatio
 from milkit.errors import MilkitError
 from milkit.testing import check_aggregator
 import _reference_dtfd as ref
+from _bags import junk_padded
 
 SMALL = {"embed_dim": 32, "attn_dim": 16, "n_classes": 3}
 IN_DIM = 24
@@ -21,11 +22,7 @@ def build(**cfg) -> DTFD:
 
 
 def padded_batch(lengths: list[int], pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]          # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk)
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, IN_DIM, pad_to)
 
 
 def reference_of(model: DTFD, head: Classification) -> tuple:

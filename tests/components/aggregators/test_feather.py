@@ -11,6 +11,7 @@ from milkit.components.aggregators.feather import FEATHER, FEATHERConfig, conver
 from milkit.errors import CheckpointError
 from milkit.testing import check_aggregator
 import _reference_feather as ref
+from _bags import junk_padded
 
 LENGTHS = [1, 5, 80, 400]
 
@@ -25,12 +26,7 @@ def reference(num_classes: int = 0) -> ref.ABMILModel:
 
 
 def padded(lengths: list[int], dim: int = 768) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(3)
-    n = max(lengths)
-    mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]                   # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), n, dim, generator=gen),
-                        torch.randn(len(lengths), n, dim, generator=gen) * 10 + 3)   # junk in the padding
-    return feats, mask, torch.zeros(len(lengths), n, 2)
+    return junk_padded(lengths, dim, seed=3)
 
 
 def test_defaults_are_the_published_model() -> None:

@@ -6,17 +6,14 @@ import torch
 from milkit.components.aggregators.ilra import ILRA, ILRAConfig
 from milkit.testing import check_aggregator
 import _reference_ilra as ref
+from _bags import junk_padded
 
 SMALL = {"hidden_dim": 32, "heads": 4}
 IN_DIM = 24
 
 
 def padded_batch(lengths: list[int], pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]          # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk)
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, IN_DIM, pad_to)
 
 
 def reference_and_ours(**cfg) -> tuple[ref.ILRA, ILRA]:

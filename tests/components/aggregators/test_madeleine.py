@@ -10,6 +10,7 @@ from milkit.components.aggregators.madeleine import MADELEINE, MADELEINEConfig, 
 from milkit.errors import CheckpointError
 from milkit.testing import check_aggregator
 import _reference_madeleine as ref
+from _bags import junk_padded
 
 LENGTHS = [1, 9, 64, 250]
 
@@ -24,12 +25,7 @@ def reference() -> ref.MADELEINE:
 
 
 def padded(lengths: list[int], dim: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(2)
-    n = max(lengths)
-    mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]                   # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), n, dim, generator=gen),
-                        torch.randn(len(lengths), n, dim, generator=gen) * 10 + 3)   # junk in the padding
-    return feats, mask, torch.zeros(len(lengths), n, 2)
+    return junk_padded(lengths, dim, seed=2)
 
 
 def test_defaults_are_the_published_model() -> None:

@@ -9,6 +9,7 @@ from milkit.components.aggregators.mamba_mil import MambaMIL, MambaMILConfig
 from milkit.nn import mamba
 from milkit.testing import check_aggregator
 import _reference_mamba_mil as ref
+from _bags import junk_padded
 
 IN_DIM = 24
 SMALL = {"embed_dim": 32, "d_state": 4, "dropout": 0.0}
@@ -40,10 +41,7 @@ def reference_of(model: MambaMIL, classifier: torch.nn.Linear) -> ref.MambaMIL:
 
 
 def padded_batch(lengths: list[int], pad_to: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]          # b n
-    return torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk), mask
+    return junk_padded(lengths, IN_DIM, pad_to, seed)[:2]
 
 
 def test_conformance_kit_and_registration(registries) -> None:

@@ -6,6 +6,7 @@ import torch
 from milkit.components.aggregators.perceiver import Perceiver, PerceiverConfig
 from milkit.testing import check_aggregator
 import _reference_perceiver as ref
+from _bags import junk_padded
 
 SMALL = {"dim": 32, "depth": 2, "num_latents": 8, "heads": 4, "dim_head": 8, "ff_mult": 2}
 IN_DIM = 24
@@ -17,11 +18,7 @@ def build(**cfg) -> Perceiver:
 
 
 def padded_batch(lengths: list[int], pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3               # loud padding
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]                      # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk)
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, IN_DIM, pad_to)
 
 
 def lucidrains_of(model: Perceiver) -> ref.PerceiverResampler:

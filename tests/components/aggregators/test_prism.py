@@ -11,6 +11,7 @@ from milkit.components.aggregators.prism import PRISM, PRISMConfig
 from milkit.errors import CheckpointError
 from milkit.testing import check_aggregator
 import _reference_prism as ref
+from _bags import junk_padded
 
 IN_DIM = 24
 SMALL = {"latent_seq": 6, "latent_dim": 32, "mhsa_heads": 4, "perceiver_depth": 4, "transformer_depth": 2}
@@ -33,12 +34,7 @@ def ours_like(theirs: ref.Prism, **cfg) -> PRISM:
 
 
 def padded(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(4)
-    n = max(lengths)
-    mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]                   # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), n, IN_DIM, generator=gen),
-                        torch.randn(len(lengths), n, IN_DIM, generator=gen) * 10 + 3)  # junk in the padding
-    return feats, mask, torch.zeros(len(lengths), n, 2)
+    return junk_padded(lengths, IN_DIM, seed=4)
 
 
 def hf_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

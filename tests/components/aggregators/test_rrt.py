@@ -6,17 +6,14 @@ import torch
 from milkit.components.aggregators.rrt import RRT, RRTConfig, per_region
 from milkit.testing import check_aggregator
 import _reference_rrt as ref
+from _bags import junk_padded
 
 SMALL = {"embed_dim": 32, "heads": 4, "crmsa_heads": 4, "epeg_k": 5}
 IN_DIM = 24
 
 
 def padded_batch(lengths: list[int], pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]          # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk)
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, IN_DIM, pad_to)
 
 
 def reference_and_ours(**cfg) -> tuple[ref.RRTMIL, RRT]:

@@ -8,6 +8,7 @@ import torch
 from milkit.components.aggregators.transmil import TransMIL, TransMILConfig
 from milkit.nn.nystrom import NystromAttention, moore_penrose_pinv
 from milkit.testing import check_aggregator
+from _bags import junk_padded
 
 SMALL = {"embed_dim": 32, "heads": 4, "num_landmarks": 8, "dropout": 0.0}
 
@@ -18,12 +19,7 @@ def build(in_dim: int = 16, **cfg) -> TransMIL:
 
 
 def padded_batch(lengths: list[int], in_dim: int, pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    feats = torch.randn(len(lengths), pad_to, in_dim, generator=gen) * 10 + 3   # junk everywhere ...
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]          # b n
-    real = torch.randn(len(lengths), pad_to, in_dim, generator=gen)
-    feats = torch.where(mask[..., None], real, feats)                            # ... except at real patches
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, in_dim, pad_to)
 
 
 def test_conformance_kit_and_registration(registries) -> None:

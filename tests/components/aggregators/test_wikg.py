@@ -7,6 +7,7 @@ from milkit.components.aggregators.wikg import WiKG, WiKGConfig
 from milkit.components.heads.classification import Classification, ClassificationConfig
 from milkit.testing import check_aggregator
 import _reference_wikg as ref
+from _bags import junk_padded
 
 SMALL = {"dim_hidden": 32}
 IN_DIM = 24
@@ -18,11 +19,7 @@ def build(**cfg) -> WiKG:
 
 
 def padded_batch(lengths: list[int], pad_to: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    junk = torch.randn(len(lengths), pad_to, IN_DIM, generator=gen) * 10 + 3               # loud padding
-    mask = torch.arange(pad_to)[None] < torch.tensor(lengths)[:, None]                      # b n
-    feats = torch.where(mask[..., None], torch.randn(len(lengths), pad_to, IN_DIM, generator=gen), junk)
-    return feats, mask, torch.zeros(len(lengths), pad_to, 2)
+    return junk_padded(lengths, IN_DIM, pad_to)
 
 
 def reference_of(model: WiKG, head: Classification, topk: int | None = None) -> ref.WiKG:
