@@ -57,6 +57,9 @@ class Aggregator(nn.Module):
     Config: ClassVar[type[ComponentConfig]]
     provides_tokens: ClassVar[bool] = False
     """True if ``forward`` fills ``tokens``/``token_mask`` (needed by heads with ``requires_tokens``)."""
+    returns_attention: ClassVar[bool | None] = None
+    """Whether ``forward`` fills ``attention`` (per-patch scores for heatmaps). None = not declared: milkit
+    then probes the default config on a toy bag when it must know. The conformance kit checks a declared value."""
     permutation_invariant: ClassVar[bool] = True
     """Reordering a bag's patches leaves the outputs unchanged (checked by the conformance kit)."""
     config: ComponentConfig

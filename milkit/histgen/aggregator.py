@@ -65,6 +65,7 @@ class HistGen(Aggregator):
 
     name = "histgen"
     Config = HistGenConfig
+    returns_attention = True
     provides_tokens = True
     permutation_invariant = False
 

@@ -124,7 +124,12 @@ def _build(cls: type, model: Any) -> Aggregator:
 
 def _shapes(case: _Case) -> None:
     bags = case.bags([5, 3])
-    check_output(case(bags), bags, case.model, "for bags of lengths [5, 3]")
+    out = case(bags)
+    check_output(out, bags, case.model, "for bags of lengths [5, 3]")
+    declared = type(case.model).returns_attention
+    if declared is not None:
+        require((out.attention is not None) == declared, f"returns_attention = {declared}, but forward returned "
+                f"{'no ' if out.attention is None else ''}attention")
 
 
 def _padding(case: _Case) -> None:

@@ -27,6 +27,7 @@ class ABMIL(Aggregator):
 
     name = "abmil"
     Config = ABMILConfig
+    returns_attention = True
 
     def __init__(self, config: ABMILConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)

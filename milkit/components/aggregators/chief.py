@@ -55,6 +55,7 @@ class CHIEF(SlideEncoder):
 
     name = "chief"
     Config = CHIEFConfig
+    returns_attention = True
     expected_features = FeatureSpec(encoders=("ctranspath",), dim=768)
 
     def __init__(self, config: CHIEFConfig, *, in_dim: int) -> None:

@@ -64,6 +64,7 @@ class CLAMSB(Aggregator):
 
     name = "clam_sb"
     Config = CLAMConfig
+    returns_attention = True
     branches: ClassVar[str] = "single"
 
     def __init__(self, config: CLAMConfig, *, in_dim: int) -> None:

@@ -49,6 +49,7 @@ class DSMIL(Aggregator):
 
     name = "dsmil"
     Config = DSMILConfig
+    returns_attention = True
 
     def __init__(self, config: DSMILConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)

@@ -68,6 +68,7 @@ class DTFD(Aggregator):
 
     name = "dtfd"
     Config = DTFDConfig
+    returns_attention = True
     permutation_invariant = False  # eval pseudo-bags follow patch order (training ones are random)
 
     def __init__(self, config: DTFDConfig, *, in_dim: int) -> None:

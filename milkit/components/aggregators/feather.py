@@ -49,6 +49,7 @@ class FEATHER(SlideEncoder):
 
     name = "feather"
     Config = FEATHERConfig
+    returns_attention = True
     expected_features = FeatureSpec(encoders=("conch-v1.5",), dim=768)
 
     def __init__(self, config: FEATHERConfig, *, in_dim: int) -> None:

@@ -96,6 +96,7 @@ class GigaPathSlide(SlideEncoder):
 
     name = "gigapath-slide"
     Config = GigaPathSlideConfig
+    returns_attention = False
     permutation_invariant = False  # dilated segments follow the tiles' order (milkit extract: row-major)
     expected_features = FeatureSpec(encoders=("gigapath",), dim=1536)
 

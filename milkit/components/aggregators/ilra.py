@@ -96,6 +96,7 @@ class ILRA(Aggregator):
 
     name = "ilra"
     Config = ILRAConfig
+    returns_attention = True
 
     def __init__(self, config: ILRAConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)

@@ -59,6 +59,7 @@ class MADELEINE(SlideEncoder):
 
     name = "madeleine"
     Config = MADELEINEConfig
+    returns_attention = True
     expected_features = FeatureSpec(encoders=("conch-v1",), dim=512)
 
     def __init__(self, config: MADELEINEConfig, *, in_dim: int) -> None:

@@ -51,6 +51,7 @@ class MambaMIL(Aggregator):
 
     name = "mamba_mil"
     Config = MambaMILConfig
+    returns_attention = True
     permutation_invariant = False  # the scans follow the order of the patches
 
     def __init__(self, config: MambaMILConfig, *, in_dim: int) -> None:

@@ -18,6 +18,7 @@ class MaxPool(Aggregator):
 
     name = "max"
     Config = MaxPoolConfig
+    returns_attention = False
 
     def __init__(self, config: MaxPoolConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)

@@ -18,6 +18,7 @@ class MeanPool(Aggregator):
 
     name = "mean"
     Config = MeanPoolConfig
+    returns_attention = False
 
     def __init__(self, config: MeanPoolConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)

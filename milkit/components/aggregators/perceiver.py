@@ -81,6 +81,7 @@ class Perceiver(Aggregator):
 
     name = "perceiver"
     Config = PerceiverConfig
+    returns_attention = True
     provides_tokens = True
 
     def __init__(self, config: PerceiverConfig, *, in_dim: int) -> None:

@@ -86,6 +86,7 @@ class PRISM(SlideEncoder):
 
     name = "prism"
     Config = PRISMConfig
+    returns_attention = False
     provides_tokens = True
     expected_features = FeatureSpec(encoders=("virchow",), dim=2560)
 

@@ -74,6 +74,7 @@ class RRT(Aggregator):
 
     name = "rrt"
     Config = RRTConfig
+    returns_attention = True
     permutation_invariant = False  # regions are blocks of the grid in patch order
 
     def __init__(self, config: RRTConfig, *, in_dim: int) -> None:

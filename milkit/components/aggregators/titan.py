@@ -70,6 +70,7 @@ class TITAN(SlideEncoder):
 
     name = "titan"
     Config = TITANConfig
+    returns_attention = True
     provides_tokens = True
     expected_features = FeatureSpec(encoders=("conch-v1.5",), dim=768)
 

@@ -59,6 +59,7 @@ class TransMIL(Aggregator):
 
     name = "transmil"
     Config = TransMILConfig
+    returns_attention = True
     permutation_invariant = False
 
     def __init__(self, config: TransMILConfig, *, in_dim: int) -> None:

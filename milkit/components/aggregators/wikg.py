@@ -46,6 +46,7 @@ class WiKG(Aggregator):
 
     name = "wikg"
     Config = WiKGConfig
+    returns_attention = True
 
     def __init__(self, config: WiKGConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)
