@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         top_k: Annotated[int, typer.Option("--top-k", min=0, max=64, help="Highest/lowest scoring patches to show (0 = none).")] = 8,
         slide_file: Annotated[Path | None, typer.Option("--slide-file", help="Slide file, if the cohort has no slide_path.")] = None,
         cmap: Annotated[str, typer.Option("--cmap", help="Matplotlib colour map.")] = "jet",
+        geojson: Annotated[bool, typer.Option("--geojson", help=(
+            "Also write <png stem>.geojson: every patch as a QuPath tile with its attention as a measurement, "
+            "plus the tissue contours (File > Import objects in QuPath)."))] = False,
     ) -> None:
         """Draw the attention of every patch of one slide over its thumbnail, plus its top/bottom patches."""
         from milkit.viz.attention import heatmap_for_run
@@ -33,10 +36,12 @@ def register(app: typer.Typer) -> None:
             options.out_file(out)
         console = Console(stderr=True)
         result = heatmap_for_run(run_dir, slide, out, fold=fold, width=width or 1024, level=level, top_k=top_k,
-                                 slide_path=slide_file, cmap=cmap)
+                                 slide_path=slide_file, cmap=cmap, geojson=geojson)
         for note in result.notes:
             console.print(f"[yellow]note:[/] {escape(note)}")
         h, w = result.overlay.shape[:2]
         console.print(escape(f"heatmap ({w} x {h} px, {result.n_patches:,} patches, {result.seconds:.1f} s): {result.png}"))
         if result.tiles_png is not None:
             console.print(escape(f"top/bottom {len(result.top)} patches: {result.tiles_png}"))
+        if result.geojson is not None:
+            console.print(escape(f"QuPath tiles with attention ({result.n_patches:,}): {result.geojson}"))

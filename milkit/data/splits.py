@@ -42,21 +42,27 @@ def _carve_val(rows: list[dict[str, Any]], idx: list[int], stratum, val_fraction
 
 def make_splits(
     rows: list[dict[str, Any]], *, mode: str, seed: int, folds: int = 5, val_fraction: float = 0.15,
-    test_fraction: float = 0.2, stratify: str | None = None,
+    test_fraction: float = 0.2, stratify: str | None = None, strata: list[str] | None = None,
 ) -> list[Split]:
     """Build splits whose train/val/test never share a patient (``case_id``).
 
     ``holdout`` gives one split; ``kfold`` gives K splits whose test sets partition the
-    cohort (each with its own validation carve-out from the training patients).
+    cohort (each with its own validation carve-out from the training patients). Each split
+    is balanced on ``strata`` (one label per row, e.g. a head's quantile bins) when given,
+    else on the values of the column ``stratify``.
     """
+    ids = [r["slide_id"] for r in rows]
+    given = dict(zip(ids, strata, strict=True)) if strata is not None else None
+
     def stratum(r: dict[str, Any]) -> str:
+        if given is not None:
+            return given[r["slide_id"]]
         return str(r.get(stratify)) if stratify else "all"
 
-    ids = [r["slide_id"] for r in rows]
     groups = [str(r["case_id"]) for r in rows]
-    strata = [stratum(r) for r in rows]
+    labels = [stratum(r) for r in rows]
     k = folds if mode == "kfold" else max(2, round(1 / test_fraction))
-    test_folds = _group_folds(ids, groups, strata, k, seed)
+    test_folds = _group_folds(ids, groups, labels, k, seed)
     out: list[Split] = []
     for f, test_idx in enumerate(test_folds if mode == "kfold" else test_folds[:1]):
         test = set(test_idx)

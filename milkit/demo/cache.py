@@ -20,8 +20,8 @@ def cache_root() -> Path:
 def demo_cohort(*, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Path of the default demo's ``cohort.csv``, generating it on first use (~15 s, ~55 MB).
 
-    The demo lives in ``<cache_dir or cache_root()>/demo-v2``. An exclusive ``fcntl`` lock on
-    ``demo-v2.lock`` makes concurrent callers wait for one generation instead of racing;
+    The demo lives in ``<cache_dir or cache_root()>/demo-v3``. An exclusive ``fcntl`` lock on
+    ``demo-v3.lock`` makes concurrent callers wait for one generation instead of racing;
     a folder left half-written by an interrupted run lacks its ``.complete`` marker and is
     generated again.
 

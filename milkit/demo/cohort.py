@@ -1,7 +1,9 @@
-"""Build the demo cohort on disk: slides, ``cohort.csv`` (labels, survival, reports), ``composition.csv``.
+"""Build the demo cohort on disk: slides, ``cohort.csv`` (labels, survival, reports, slide-level
+tissue targets), ``composition.csv``.
 
 Survival and reports are case-level (as in TCGA) and derived from the case's measured tissue
-composition, averaged over its slides. Every file is written atomically and ``.complete`` is
+composition, averaged over its slides; ``tumour_fraction``, ``necrosis`` and ``til`` are what each
+slide itself shows (its measured composition, bucketed as the reports bucket it). Every file is written atomically and ``.complete`` is
 written last, so a directory without it is an interrupted generation.
 """
 
@@ -25,8 +27,9 @@ from milkit.demo.slides import MPP, SlidePlan, init_worker, synthesise_slide
 from milkit.demo.tissue import COMPONENTS
 from milkit.errors import DataError
 
-VERSION = "demo-v2"
-COHORT_COLUMNS = ("slide_id", "case_id", "slide_path", "label", "time", "event", "report")
+VERSION = "demo-v3"
+COHORT_COLUMNS = ("slide_id", "case_id", "slide_path", "label", "time", "event", "report",
+                  "tumour_fraction", "necrosis", "til")
 COMPOSITION_COLUMNS = ("slide_id", "case_id", "label", *COMPONENTS, "width", "height", "mpp")
 SUBTYPE_LOG_HAZARD = {"adenocarcinoma": 0.0, "squamous": 0.5, "small_cell": 1.3}
 CENSORED_FRACTION = 0.3
@@ -102,7 +105,10 @@ def make_demo_cohort(
     for i, case in enumerate(cases):
         for s in case.slides:
             path = f"slides/{s.slide_id}.tiff"
-            cohort.append([s.slide_id, case.case_id, path, case.subtype, f"{times[i]:.1f}", int(events[i]), reports[i]])
+            seen = findings(case.subtype, comps[s.slide_id])  # this slide's own necrosis and infiltrate
+            cohort.append([s.slide_id, case.case_id, path, case.subtype, f"{times[i]:.1f}", int(events[i]), reports[i],
+                           f"{comps[s.slide_id]['tumour']:.4f}", "absent" if seen.necrosis == "absent" else "present",
+                           seen.lymphocytes])
             fractions = [f"{comps[s.slide_id][c]:.4f}" for c in COMPONENTS]
             composition.append([s.slide_id, case.case_id, case.subtype, *fractions, s.width, s.height, MPP])
     _write_csv(out_dir / "composition.csv", COMPOSITION_COLUMNS, composition)

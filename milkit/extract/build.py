@@ -20,7 +20,8 @@ def _issues(exc: pydantic.ValidationError, valid: list[str], source: str, what: 
 def build_extraction(table: dict[str, Any], registries: Registries, *, base_dir: Path | None = None,
                      source: str = "[extractor]") -> tuple[Extractor, ExtractionSettings]:
     """The encoder named by ``table['name']`` (its config from the table's other non-settings keys)
-    and the :class:`ExtractionSettings`; relative ``weights`` paths resolve against ``base_dir``."""
+    and the :class:`ExtractionSettings`; relative ``weights``, ``annotations`` and ``stain_target``
+    paths resolve against ``base_dir``."""
     name = table.get("name")
     if not isinstance(name, str):
         raise RecipeError([Issue(source, None, "[extractor] name", "missing extractor name; available: "
@@ -32,6 +33,10 @@ def build_extraction(table: dict[str, Any], registries: Registries, *, base_dir:
     weights = encoder_kw.get("weights")
     if isinstance(weights, str) and base_dir is not None and not Path(weights).expanduser().is_absolute():
         encoder_kw["weights"] = str((base_dir / weights).resolve())
+    for key in ("annotations", "stain_target"):
+        given = settings_kw.get(key)
+        if isinstance(given, str) and base_dir is not None and not Path(given).expanduser().is_absolute():
+            settings_kw[key] = str((base_dir / given).resolve())
     issues: list[Issue] = []
     settings = config = None
     try:

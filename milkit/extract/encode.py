@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from milkit.extract.dataset import TileBlocks
+from milkit.extract.stain import StainNormalizer
 from milkit.extractor import Extractor
 
 
@@ -29,11 +30,13 @@ def auto_workers(requested: int | None, n_blocks: int, device: torch.device) -> 
 @dataclass
 class SlideResult:
     """Features of slide ``k`` of the dataset's jobs, per encoder index of the job
-    (``{e: [n_tiles, D_e] float32}``, row i = tile i of its plan), or the reason it failed."""
+    (``{e: [n_tiles, D_e] float32}``, row i = tile i of its plan), or the reason it failed; with stain
+    normalisation, ``unnormalised[e]`` counts the tiles encoder e saw unnormalised (too little stain)."""
 
     k: int
     features: dict[int, np.ndarray] | None
     error: str = ""
+    unnormalised: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,12 +47,14 @@ class _Slide:
     tiles: list[dict[int, torch.Tensor]] = field(default_factory=list)
     held: int = 0
     error: str = ""
+    unnormalised: dict[int, torch.Tensor] = field(default_factory=dict)   # per input side, on the device
 
 
 @torch.inference_mode()
 def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch_size: int,
                   num_workers: int | None, device: torch.device,
-                  on_tiles: Callable[[int, int], None] | None = None) -> Iterator[SlideResult]:
+                  on_tiles: Callable[[int, int], None] | None = None,
+                  stain: StainNormalizer | None = None) -> Iterator[SlideResult]:
     """Encode every slide of ``dataset`` with the encoders its job names (``job.encoders``, indices into
     ``extractors``) and yield one :class:`SlideResult` per slide, in order, as soon as its last block
     is encoded. Tiles are read once and fed to every encoder (each at its own input side).
@@ -58,7 +63,8 @@ def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch
     block order (the last may be short), so a slide's features do not depend on which other slides
     share the DataLoader, nor on which other encoders run. On CUDA: pinned host memory, non-blocking
     copies and bf16 autocast; reading overlaps compute through the worker processes and prefetching.
-    ``on_tiles(k, n)`` is called after n more tiles of slide k are encoded.
+    ``on_tiles(k, n)`` is called after n more tiles of slide k are encoded. ``stain`` normalises each
+    batch once per input side, on ``device``, before any encoder sees it (all encoders share the result).
     """
     workers = auto_workers(num_workers, len(dataset), device)
     cuda = device.type == "cuda"
@@ -76,8 +82,16 @@ def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch
         inputs: dict[int, torch.Tensor] = {}
         for e in dataset.jobs[k].encoders:
             extractor = extractors[e]
+            px = extractor.tile_size_px
+            if px not in inputs and stain is not None:
+                try:
+                    inputs[px], normalised = stain(tiles[px][:n].to(device, non_blocking=cuda))   # b 3 h w
+                except Exception as exc:  # this slide fails, the others go on
+                    s.error = (f"slide {dataset.jobs[k].slide_id}: {stain.method} stain normalisation failed: "
+                               f"{type(exc).__name__}: {exc}")
+                    return
+                s.unnormalised[px] = s.unnormalised.get(px, 0) + (~normalised).sum()
             try:
-                px = extractor.tile_size_px
                 if px not in inputs:
                     inputs[px] = tiles[px][:n].to(device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255)
                 x = inputs[px]                                                                 # b 3 h w
@@ -107,7 +121,8 @@ def encode_slides(dataset: TileBlocks, extractors: Sequence[Extractor], *, batch
         if bad:
             return SlideResult(k, None, f"slide {sid}: the encoder '{bad[0]}' produced NaN/Inf features; check "
                                         "the weights and inputs")
-        return SlideResult(k, s.feats)
+        unnormalised = {e: int(s.unnormalised.get(extractors[e].tile_size_px, 0)) for e in s.feats} if stain else {}
+        return SlideResult(k, s.feats, unnormalised=unnormalised)
 
     current: tuple[int, _Slide] | None = None
     try:

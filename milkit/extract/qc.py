@@ -1,6 +1,7 @@
 """Quality-control outputs per slide: a PNG overlay and the tissue contours as GeoJSON (QuPath-ready)."""
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -10,6 +11,8 @@ from milkit.atomic import write_bytes
 from milkit.extract.segmentation import TissueSegmentation
 
 OVERLAY_MAX_PX = 1024
+SEGMENTATION_DIR = "segmentation"
+"""Subfolder of an extraction's output with these files (``<slide_id>.png``, ``<slide_id>.geojson``)."""
 
 
 def _ring(points: np.ndarray) -> list[list[float]]:
@@ -37,8 +40,10 @@ def save_geojson(seg: TissueSegmentation, path: Path) -> None:
 
 
 def save_overlay(seg: TissueSegmentation, path: Path, *, coords: np.ndarray | None = None,
-                 patch_size_level0: int | None = None) -> None:
-    """PNG of the segmented thumbnail: tissue contours green, holes blue, tiles red."""
+                 patch_size_level0: int | None = None, selected: Sequence[np.ndarray] = (),
+                 carved: Sequence[np.ndarray] = ()) -> None:
+    """PNG of the segmented thumbnail: tissue contours green, holes blue, tiles red; annotation rings
+    (level-0 [k, 2]) that tiles come from yellow, carved-out ones magenta."""
     img = seg.thumbnail
     f = min(1.0, OVERLAY_MAX_PX / max(img.shape[:2]))
     if f < 1.0:
@@ -58,6 +63,8 @@ def save_overlay(seg: TissueSegmentation, path: Path, *, coords: np.ndarray | No
             cv2.rectangle(out, p0, p1, (0, 0, 255), 1)
     cv2.polylines(out, [px(c) for c in seg.contours], True, (0, 200, 0), 2)
     cv2.polylines(out, [px(h) for hs in seg.holes for h in hs], True, (255, 0, 0), 2)
+    cv2.polylines(out, [px(r) for r in selected], True, (0, 220, 255), 2)
+    cv2.polylines(out, [px(r) for r in carved], True, (255, 0, 255), 2)
     ok, buf = cv2.imencode(".png", out)
     if not ok:
         raise OSError(f"could not encode overlay for {path}")

@@ -44,17 +44,23 @@ class TissueSegmentation:
 
     def fraction_in_boxes(self, xy: np.ndarray, size: int) -> np.ndarray:
         """Share of tissue inside each level-0 box (top-left ``xy`` [n, 2], side ``size``) -> [n]."""
-        if len(xy) == 0:
-            return np.zeros(0)
-        integral = cv2.integral(self.mask, sdepth=cv2.CV_64F)          # (h+1) (w+1)
-        h, w = self.mask.shape
-        sx, sy = self.scale
-        x0 = np.clip(np.floor(xy[:, 0] / sx + 0.5).astype(int), 0, w - 1)
-        y0 = np.clip(np.floor(xy[:, 1] / sy + 0.5).astype(int), 0, h - 1)
-        x1 = np.clip(np.maximum(x0 + 1, np.floor((xy[:, 0] + size) / sx + 0.5).astype(int)), 1, w)
-        y1 = np.clip(np.maximum(y0 + 1, np.floor((xy[:, 1] + size) / sy + 0.5).astype(int)), 1, h)
-        total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-        return total / ((x1 - x0) * (y1 - y0))
+        return mask_fraction_in_boxes(self.mask, self.scale, xy, size)
+
+
+def mask_fraction_in_boxes(mask: np.ndarray, scale: tuple[float, float], xy: np.ndarray, size: int) -> np.ndarray:
+    """Share of a 0/1 ``mask`` (pixels ``scale`` level-0 px each) inside each level-0 box (top-left
+    ``xy`` [n, 2], side ``size``) -> [n], from an integral image."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    integral = cv2.integral(mask, sdepth=cv2.CV_32S if mask.size < 2**31 else cv2.CV_64F)  # (h+1) (w+1)
+    h, w = mask.shape
+    sx, sy = scale
+    x0 = np.clip(np.floor(xy[:, 0] / sx + 0.5).astype(int), 0, w - 1)
+    y0 = np.clip(np.floor(xy[:, 1] / sy + 0.5).astype(int), 0, h - 1)
+    x1 = np.clip(np.maximum(x0 + 1, np.floor((xy[:, 0] + size) / sx + 0.5).astype(int)), 1, w)
+    y1 = np.clip(np.maximum(y0 + 1, np.floor((xy[:, 1] + size) / sy + 0.5).astype(int)), 1, h)
+    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return total / ((x1 - x0) * (y1 - y0))
 
 
 def segmentation_downsample(dims: tuple[int, int], params: SegmentationParams, ref_patch_px: float) -> float:

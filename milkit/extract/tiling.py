@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from milkit.errors import DataError
+from milkit.extract.annotations import RegionMask
 from milkit.extract.segmentation import TissueSegmentation
 from milkit.extract.settings import ExtractionSettings
 from milkit.slides.base import SlideReader
@@ -78,9 +79,11 @@ class TilePlan:
 
 
 def plan_tiles(reader: SlideReader, seg: TissueSegmentation, settings: ExtractionSettings,
-               resolution: TileResolution | None = None) -> TilePlan:
+               resolution: TileResolution | None = None, *, region: RegionMask | None = None) -> TilePlan:
     """Grid anchored at (0, 0), tiles fully inside the slide, kept when their tissue fraction
-    (from ``seg.mask``) is at least ``settings.min_tissue_fraction``."""
+    (from ``seg.mask``) is at least ``settings.min_tissue_fraction``. With an annotation ``region``
+    a tile must also be at least ``region.min_fraction`` inside it, and its tissue fraction counts
+    only the tissue inside the region (tile = tissue ∩ annotation)."""
     res = resolution or resolve_resolution(reader, settings)
     w0, h0 = reader.dimensions
     ps, step = res.patch_size_level0, res.stride_level0
@@ -88,8 +91,14 @@ def plan_tiles(reader: SlideReader, seg: TissueSegmentation, settings: Extractio
     ys = np.arange(0, h0 - ps + 1, step, dtype=np.int64)
     gy, gx = np.meshgrid(ys, xs, indexing="ij")                       # row-major: y outer, x inner
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)                  # n 2
-    tissue = seg.fraction_in_boxes(grid, ps) if len(grid) else np.zeros(0)
-    keep = tissue >= settings.min_tissue_fraction if settings.min_tissue_fraction > 0 else np.ones(len(grid), bool)
+    if region is None:
+        tissue = seg.fraction_in_boxes(grid, ps) if len(grid) else np.zeros(0)
+        keep = np.ones(len(grid), bool)
+    else:
+        inside, tissue = region.fractions(seg, grid, ps)
+        keep = region.keep(inside)
+    if settings.min_tissue_fraction > 0:
+        keep &= tissue >= settings.min_tissue_fraction
     level = reader.best_level_for_downsample(res.downsample)
     lds = reader.level_downsamples[level]
     return TilePlan(grid[keep], tissue[keep], res, level, lds, max(1, round(ps / lds)))

@@ -36,8 +36,9 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-RESUMABLE_CHANGES = ("[train] epochs:",)
-"""What a resumed run may change: more (or fewer) epochs continue the same model and optimiser."""
+RESUMABLE_CHANGES = ("[train] epochs:", "[run] loggers:", "[run] mlflow_tracking_uri:")
+"""What a resumed run may change: more (or fewer) epochs continue the same model and optimiser, and
+the experiment trackers only mirror the run dir."""
 
 
 def check_resumable(run_dir: Path, recipe: ResolvedRecipe, *, command: str = "milkit run") -> None:

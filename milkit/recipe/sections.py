@@ -18,6 +18,11 @@ class RunSection(ComponentConfig):
                           "with the same thread count (metrics.json cost.threads).")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (default: MILKIT_THREADS, else one per available core).")
+    loggers: list[str] = Field(
+        [], description="Experiment trackers that mirror metrics.jsonl, the recipe and the final metrics: "
+                        "'tensorboard', 'mlflow' (pip install milkit[tensorboard] / milkit[mlflow]).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: a file store in <run dir>/mlruns); needs 'mlflow' in loggers.")
 
 
 class CohortSection(ComponentConfig):
@@ -74,13 +79,18 @@ class TrainSection(ComponentConfig):
     monitor: str | None = Field(None, description="Validation metric for model selection (default: the head's).")
     monitor_mode: Literal["max", "min"] | None = Field(None, description="Whether the monitor is maximised.")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
-    max_patches: int | None = Field(None, ge=1, description="Randomly subsample training bags to this many patches.")
+    max_patches: int | None = Field(
+        None, ge=1, description="Train on a random sub-bag of at most this many patches per slide, drawn anew each "
+                                "epoch (evaluation: [eval] max_patches).")
 
 
 class EvalSection(ComponentConfig):
     splits: list[Literal["train", "val", "test"]] = Field(["val", "test"], description="Splits evaluated at the end.")
     checkpoint: Literal["best", "last"] = Field("best", description="Which checkpoint is evaluated.")
     every_n_epochs: int = Field(1, ge=1, description="Validate every n epochs (model selection granularity).")
+    max_patches: int | None = Field(
+        None, ge=1, description="Evaluate on a fixed random sub-bag of at most this many patches per slide (the same "
+                                "every epoch); default: whole bags.")
 
 
 SECTIONS: dict[str, type[ComponentConfig]] = {

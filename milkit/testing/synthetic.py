@@ -58,7 +58,8 @@ def make_bags(lengths: list[int], in_dim: int, gen: torch.Generator, *, pad_to: 
 
 
 def synthetic_rows(n: int, gen: torch.Generator, config: Any = None) -> list[Row]:
-    """``n`` cohort rows with the usual task columns: label, time, event, report.
+    """``n`` cohort rows with the usual task columns: label, time, event, report, and a continuous
+    target (``target``, a deterministic spread in [0.1, 0.9], no draw from ``gen``).
 
     Config fields named ``<x>_column`` whose value is a column name get the values of
     the standard column ``<x>`` (so ``label_column="subtype"`` gets labels).
@@ -74,6 +75,7 @@ def synthetic_rows(n: int, gen: torch.Generator, config: Any = None) -> list[Row
                 "time": round(float(torch.rand(1, generator=gen).item()) * 100 + 1, 2),
                 "event": int(i % 3 != 2),
                 "report": " ".join(_SENTENCES[p] for p in picks),
+                "target": round(0.1 + 0.8 * ((i * 0.618) % 1.0), 4),
             }
         )
     fields = config.model_dump() if config is not None else {}

@@ -32,13 +32,18 @@ class SlideScores:
 
 
 def attention_aggregators(registries: Registries) -> list[str]:
-    """Names of registered aggregators whose default configuration returns attention (probed on a tiny bag)."""
+    """Names of registered aggregators that return attention (``Aggregator.returns_attention``; undeclared
+    ones are probed at their default configuration on a tiny bag)."""
     names = []
     feats, mask = torch.randn(1, 6, 16), torch.ones(1, 6, dtype=torch.bool)           # b n d, b n
     coords = torch.stack(torch.meshgrid(torch.arange(2.0), torch.arange(3.0), indexing="ij"), -1).view(1, 6, 2) * 256
     for name in registries.aggregators.names():
+        cls = registries.aggregators.get(name)
+        if cls.returns_attention is not None:                 # declared: no need to build it
+            if cls.returns_attention:
+                names.append(name)
+            continue
         try:
-            cls = registries.aggregators.get(name)
             with torch.no_grad():
                 out = cls(cls.Config(), in_dim=16).eval()(feats, mask, coords)
             if out.attention is not None:
@@ -132,11 +137,34 @@ class RunScorer:
 def heatmap_for_run(run_dir: Path | str, slide_id: str, out_png: Path | str | None = None, *, fold: int = 0,
                     width: int | None = 1024, level: int | None = None, top_k: int = 8,
                     slide_path: Path | str | None = None, scorer: RunScorer | None = None,
-                    registries: Registries | None = None, **render: Any) -> HeatmapResult:
-    """Attention heatmap of ``slide_id`` from a trained run; default file ``RUN/heatmaps/<slide>.png``."""
+                    registries: Registries | None = None, geojson: Path | str | bool = False,
+                    **render: Any) -> HeatmapResult:
+    """Attention heatmap of ``slide_id`` from a trained run; default file ``RUN/heatmaps/<slide>.png``.
+    ``geojson`` (a path, or True for ``<png stem>.geojson`` beside it) also writes the attention as
+    QuPath tiles (:func:`write_attention_geojson`)."""
     scorer = scorer or RunScorer(run_dir, fold=fold, registries=registries)
     s = scorer.scores(slide_id)
     out = Path(out_png) if out_png is not None else Path(run_dir) / "heatmaps" / f"{slide_id}.png"
     title = f"{slide_id}: {s.aggregator} attention, fold {fold}, {len(s.scores):,} patches"
-    return render_heatmap(slide_path if slide_path is not None else s.slide_path, s.coords, s.scores,
-                          s.patch_size_level0, out, width=width, level=level, top_k=top_k, title=title, **render)
+    result = render_heatmap(slide_path if slide_path is not None else s.slide_path, s.coords, s.scores,
+                            s.patch_size_level0, out, width=width, level=level, top_k=top_k, title=title, **render)
+    if geojson is not False:
+        target = out.with_suffix(".geojson") if geojson is True else Path(geojson)
+        result.geojson = write_attention_geojson(target, s, Path(scorer.features_dir), result.notes)
+    return result
+
+
+def write_attention_geojson(path: Path, s: SlideScores, features_dir: Path, notes: list[str]) -> Path:
+    """``s`` as QuPath tiles with measurements ``attention`` (raw) and ``attention percentile`` (0-1 rank,
+    as the heatmap colours it), plus the tissue contours of its extraction as annotations."""
+    from milkit.viz.geojson import tissue_annotations, write_scores_geojson
+    from milkit.viz.heatmap import infer_patch_size, normalise_scores
+
+    tissue, source = tissue_annotations(features_dir, s.slide_id)
+    if source is None:
+        notes.append(f"no tissue contours in {features_dir}/segmentation/ (written by milkit extract); "
+                     "the GeoJSON holds the tiles only")
+    ps = s.patch_size_level0 or infer_patch_size(s.coords)
+    return write_scores_geojson(path, s.coords, ps, {"attention": s.scores,
+                                                     "attention percentile": normalise_scores(s.scores)},
+                                annotations=tissue)

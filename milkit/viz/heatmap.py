@@ -47,6 +47,7 @@ class HeatmapResult:
     bottom: list[tuple[int, int, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    geojson: Path | None = None         # per-patch scores for QuPath (heatmap_for_run(geojson=...))
 
 
 def normalise_scores(scores: np.ndarray, how: Normalise = "percentile") -> np.ndarray:

@@ -26,6 +26,26 @@ def draw_survival_plots(run: RunView, sink: PlotSink) -> None:
     sink.attempt("calibration", lambda: _calibration(run, sink))
 
 
+def draw_regression_plots(run: RunView, sink: PlotSink) -> None:
+    """Predicted vs true values of the evaluation split, folds pooled (one colour per fold)."""
+    sink.attempt("predicted vs true", lambda: _predicted_vs_true(run, sink))
+
+
+def draw_multitarget_plots(run: RunView, sink: PlotSink) -> None:
+    """For each target of a multi-target head: one-vs-rest ROC curves and the confusion matrix of the
+    evaluation split, on the slides with a label (records ``<column>/target``, ``/pred``, ``/prob_<class>``)."""
+    rows = run.rows
+    columns = [k[: -len("/pred")] for k in (rows[0] if rows else {}) if k.endswith("/pred")]
+    for i, col in enumerate(columns):
+        prefix = f"{col}/"
+        records = [{k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)} for r in rows
+                   if str(r.get(f"{col}/target", "")) != ""]
+        sink.attempt(f"ROC curves of '{col}'", lambda col=col, records=records, i=i: _roc(
+            run, sink, records, name=f"roc_{i}_{_safe(col)}.png", what=f"'{col}'"))
+        sink.attempt(f"confusion matrix of '{col}'", lambda col=col, records=records, i=i: _confusion(
+            run, sink, records, name=f"confusion_matrix_{i}_{_safe(col)}.png", what=f"'{col}'"))
+
+
 def draw_report_samples(run: RunView, sink: PlotSink, *, n: int = 10) -> None:
     """A table of ``n`` generated vs reference reports of fold 0 with per-report BLEU-4 and ROUGE-L."""
     sink.attempt("report table", lambda: _report_table(run, sink, n))
@@ -35,20 +55,56 @@ def _classes(rows: list[dict[str, Any]]) -> list[str]:
     return [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")]
 
 
-def _roc(run: RunView, sink: PlotSink) -> None:
-    rows = run.rows
+def _safe(name: str) -> str:
+    """``name`` with every character but letters, digits, ``-`` and ``_`` replaced (file names)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def _roc(run: RunView, sink: PlotSink, rows: list[dict[str, Any]] | None = None, *, name: str = "roc.png",
+         what: str = "") -> None:
+    rows = run.rows if rows is None else rows
     classes = _classes(rows)
     probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])  # n c
-    path = plot_roc([str(r["target"]) for r in rows], probs, classes, sink.dir / "roc.png",
-                    title=f"ROC per class, one-vs-rest ({run.pooled}, n={len(rows)})")
-    sink.add(path, "ROC curves", f"One-vs-rest ROC per class on the {run.pooled}.")
+    of = f" of {what}" if what else ""
+    path = plot_roc([str(r["target"]) for r in rows], probs, classes, sink.dir / name,
+                    title=f"ROC{of} per class, one-vs-rest ({run.pooled}, n={len(rows)})")
+    sink.add(path, f"ROC curves{of}", f"One-vs-rest ROC per class on the {run.pooled}.")
 
 
-def _confusion(run: RunView, sink: PlotSink) -> None:
-    rows = run.rows
+def _confusion(run: RunView, sink: PlotSink, rows: list[dict[str, Any]] | None = None, *,
+               name: str = "confusion_matrix.png", what: str = "") -> None:
+    rows = run.rows if rows is None else rows
+    of = f" of {what}" if what else ""
     path = plot_confusion([str(r["target"]) for r in rows], [str(r["pred"]) for r in rows], _classes(rows),
-                          sink.dir / "confusion_matrix.png", title=f"Confusion matrix ({run.pooled}, n={len(rows)})")
-    sink.add(path, "Confusion matrix", f"Rows: true class; columns: predicted class ({run.pooled}).")
+                          sink.dir / name, title=f"Confusion matrix{of} ({run.pooled}, n={len(rows)})")
+    sink.add(path, f"Confusion matrix{of}", f"Rows: true class; columns: predicted class ({run.pooled}).")
+
+
+def _predicted_vs_true(run: RunView, sink: PlotSink) -> None:
+    from milkit.metrics.regression import regression_metrics
+    from milkit.viz.regression_plots import plot_predicted_vs_true
+
+    rows = run.rows
+    records = [{"target": float(r["target"]), "pred": float(r["pred"])} for r in rows]
+    m = regression_metrics(records)
+    column = _recipe_value(run, "head", "target_column") or "target"
+    path = plot_predicted_vs_true([r["target"] for r in records], [r["pred"] for r in records],
+                                  sink.dir / "predicted_vs_true.png", groups=[int(r["fold"]) for r in rows],
+                                  label=str(column),
+                                  title=f"{column} ({run.pooled}, n={len(rows)})\nR² = {m['r2']:.3f}, "
+                                        f"r = {m['pearson_r']:.3f}, MAE = {m['mae']:.3g}")
+    sink.add(path, "Predicted vs true", f"Each dot is a slide of the {run.pooled}; dashed: identity, red: least-squares "
+                                        "fit of prediction on truth (slope < 1: shrunk towards the mean).")
+
+
+def _recipe_value(run: RunView, table: str, key: str) -> Any:
+    """``[table] key`` of the run's recipe.toml (None when absent or unreadable)."""
+    import tomllib
+
+    try:
+        return tomllib.loads((run.run_dir / "recipe.toml").read_text()).get(table, {}).get(key)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _threshold(run: RunView, fold: int) -> tuple[float, str]:

@@ -34,7 +34,7 @@ def count(log: Path) -> int:
 def test_generated_once_then_reused(generations: Path, tmp_path: Path) -> None:
     root = tmp_path / "cache"
     first = demo_cohort(cache_dir=root, progress=False)
-    assert first == root / "demo-v2" / "cohort.csv" and first.is_file()
+    assert first == root / "demo-v3" / "cohort.csv" and first.is_file()
     assert demo_cohort(cache_dir=root, progress=False) == first
     assert count(generations) == 1
 

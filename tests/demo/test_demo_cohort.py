@@ -47,6 +47,20 @@ def test_reports_differ_and_mention_the_subtype(small_demo: Path) -> None:
         assert 25 <= len(r["report"].split()) <= 60 and words[r["label"]] in r["report"]
 
 
+def test_slide_level_targets_are_what_the_slide_shows(small_demo: Path) -> None:
+    """tumour_fraction, necrosis and til come from each slide's own measured composition."""
+    comp = {c["slide_id"]: c for c in read(small_demo.parent / "composition.csv")}
+    rows = read(small_demo)
+    for r in rows:
+        c = comp[r["slide_id"]]
+        assert r["tumour_fraction"] == c["tumour"] and 0.0 <= float(r["tumour_fraction"]) <= 1.0
+        assert r["necrosis"] == ("present" if float(c["necrosis"]) >= 0.01 else "absent")
+        lym = float(c["lymphocytes"])
+        assert r["til"] == ("mild" if lym < 0.05 else "moderate" if lym < 0.12 else "brisk")
+    assert {r["necrosis"] for r in rows} == {"absent", "present"} and len({r["til"] for r in rows}) >= 2
+    assert len({r["tumour_fraction"] for r in rows}) == len(rows)            # continuous: no repeats
+
+
 def test_composition_ground_truth(small_demo: Path) -> None:
     comp = read(small_demo.parent / "composition.csv")
     assert [c["slide_id"] for c in comp] == [r["slide_id"] for r in read(small_demo)]
@@ -58,7 +72,7 @@ def test_composition_ground_truth(small_demo: Path) -> None:
 
 def test_marker_records_the_arguments(small_demo: Path) -> None:
     marker = json.loads((small_demo.parent / ".complete").read_text())
-    assert marker == {"version": "demo-v2", "n_slides": 18, "seed": 3, "slide_size": 512}
+    assert marker == {"version": "demo-v3", "n_slides": 18, "seed": 3, "slide_size": 512}
     assert is_complete(small_demo.parent, n_slides=18, seed=3, slide_size=512)
     assert not is_complete(small_demo.parent)  # not the default demo
 

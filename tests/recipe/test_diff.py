@@ -24,3 +24,24 @@ def test_no_run_dir_no_change_and_one_change(tmp_path, registries, synthetic_coh
     assert recipe_changes(run, b) == ["[aggregator] embed_dim: 16 -> 8"]
     (run / "recipe.toml").write_text("[broken")
     assert "unreadable" in recipe_changes(run, a)[0]
+
+
+def test_resuming_may_add_trackers_but_not_change_the_model(tmp_path, registries, synthetic_cohort):
+    import pytest
+    import tomli_w
+
+    from milkit.errors import UsageError
+    from milkit.recipe.diff import check_resumable
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text(tomli_w.dumps(_resolved(tmp_path, registries, synthetic_cohort, 16).to_dict()))
+    path = tmp_path / "tracked.toml"
+    path.write_text('[run]\nloggers = ["mlflow"]\nmlflow_tracking_uri = "sqlite:///m.db"\n'
+                    + RECIPE.format(csv=synthetic_cohort, dim=16))
+    tracked = validate_recipe(load_recipe(path), registries, check_files=False)  # mlflow need not be installed
+    assert recipe_changes(run, tracked) == ["[run] loggers: [] -> ['mlflow']",
+                                            "[run] mlflow_tracking_uri: '(unset)' -> 'sqlite:///m.db'"]
+    check_resumable(run, tracked)  # trackers only mirror the run dir
+    with pytest.raises(UsageError, match="embed_dim"):
+        check_resumable(run, _resolved(tmp_path, registries, synthetic_cohort, 8))

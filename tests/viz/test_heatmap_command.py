@@ -39,3 +39,14 @@ def test_without_slide_file_says_blank_canvas(cli, trained_run, tmp_path):
 def test_width_and_level_are_exclusive(cli, trained_run):
     res = cli(trained_run, "--slide", "s003", "--width", 100, "--level", 0)
     assert isinstance(res.exception, MilkitError) and "either --width or --level" in str(res.exception)
+
+
+def test_geojson_of_a_trained_run_has_one_tile_per_patch(cli, trained_run, tmp_path):
+    import json
+
+    res = cli(trained_run, "--slide", "s003", "--out", tmp_path / "g.png", "--top-k", 0, "--geojson")
+    assert res.exit_code == 0, res.output
+    tiles = [f for f in json.loads((tmp_path / "g.geojson").read_text())["features"]
+             if f["properties"]["objectType"] == "tile"]
+    assert tiles and str(len(tiles)) in res.output.replace(",", "")
+    assert all(set(f["properties"]["measurements"]) == {"attention", "attention percentile"} for f in tiles)
