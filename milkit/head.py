@@ -1,5 +1,6 @@
 """The head interface: slide representation -> task output, loss, predictions, metrics, plots."""
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,7 +47,9 @@ class Head(nn.Module):
     2. ``Head(config, in_dim=E, target_state=state)`` builds the module.
     3. ``collate_targets(rows)`` turns a batch of rows into target tensors.
     4. ``forward(x, targets)`` -> :class:`HeadOutput`; ``loss(out, targets)`` -> scalar.
-    5. ``predict(x, rows)`` -> one JSON-able record per slide (written to predictions.csv).
+    5. ``predict(x, rows)`` -> one JSON-able record per slide (written to predictions.csv);
+       before validation and at the end of training, ``index_train_split(batches)`` may look at
+       the whole training split (a retrieval head's index).
     6. ``metrics(records, train_records=...)`` -> ``{name: value}``.
     7. ``plots(run, sink)`` (classmethod) draws the task's plots of the finished run.
 
@@ -100,6 +103,23 @@ class Head(nn.Module):
         return None
 
     @classmethod
+    def strata(cls, config: ComponentConfig, rows: list[Row]) -> list[str] | None:
+        """The stratum of each row that ``[cohort] stratify = "auto"`` balances across splits
+        (None: no stratification). Default: the value of :meth:`stratify_column`; the
+        regression head bins its continuous target into quantiles instead."""
+        column = cls.stratify_column(config)
+        return None if column is None else [str(r.get(column)) for r in rows]
+
+    @classmethod
+    def metric_mode(cls, metric: str) -> str:
+        """``max`` or ``min``: whether a larger ``metric`` (a key of ``metrics()``) is better, for
+        ``[train] monitor`` and ``[compare] metric`` without an explicit mode. Default:
+        ``monitor_mode`` for ``monitor``, ``min`` for losses, else ``max``."""
+        if metric == cls.monitor:
+            return cls.monitor_mode
+        return "min" if "loss" in metric else "max"
+
+    @classmethod
     def check_rows(cls, config: ComponentConfig, rows: list[Row]) -> list[str]:
         """Return problems with the cohort's target values (one message each); [] if fine."""
         return []
@@ -123,6 +143,17 @@ class Head(nn.Module):
         greedily there). The default changes nothing.
         """
         return nullcontext()
+
+    def index_train_split(self, batches: Iterator[tuple[AggregatorOutput, list[Row]]]) -> None:
+        """Look at the whole training split as the current weights encode it (retrieval heads' index).
+
+        The trainer calls it after each epoch that validates and after the last epoch, before the
+        validation pass and before the checkpoints are written, so a head may keep what it learns
+        here in buffers that are saved with the weights. ``batches`` yields ``(x, rows)`` for every
+        training slide, in split order, not subsampled, encoded in eval mode under ``no_grad``;
+        under torchrun every rank gets all of them. It is lazy: the default ignores it, and then
+        no pass over the training split runs.
+        """
 
     def collate_targets(self, rows: list[Row]) -> dict[str, Tensor]:
         """Target tensors of a batch of rows (keys are the head's own)."""

@@ -22,6 +22,7 @@ from milkit.data.feature_check import check_feature_source
 from milkit.data.cohort import Cohort
 from milkit.data.splits import Split, load_splits, make_splits, restrict_splits, save_splits
 from milkit.errors import DataError
+from milkit.loggers import RunLoggers, open_loggers
 from milkit.model import MILModel
 from milkit.recipe.diff import check_resumable
 from milkit.recipe.validate import ResolvedRecipe
@@ -74,6 +75,9 @@ def ensure_features(recipe: ResolvedRecipe, cohort: Cohort, *,
         distributed.barrier()  # every rank's share is written before anyone reads
         for sid, reason in summary.failed:
             failed[sid] = f"extraction failed: {reason}"
+        for o in summary.outcomes:
+            if o.status == "skipped" and not o.n_tiles:                # e.g. no annotation file
+                failed[o.slide_id] = f"extraction skipped: {o.reason}"
         for row in extractable:
             path = find_feature_file(fdir, row["slide_id"])
             if path is not None:
@@ -153,15 +157,18 @@ def resolve_splits(recipe: ResolvedRecipe, cohort: Cohort, available: set[str]) 
         splits = [dict(cohort.given_splits)]
     else:
         splits = make_splits(rows, mode=c.splits, seed=recipe.run.seed, folds=c.folds, val_fraction=c.val_fraction,
-                             test_fraction=c.test_fraction, stratify=stratify_column(recipe))
+                             test_fraction=c.test_fraction, strata=split_strata(recipe, rows))
     return restrict_splits(splits, available)
 
 
-def stratify_column(recipe: ResolvedRecipe) -> str | None:
-    """``[cohort] stratify``: ``"auto"`` asks the head (its label, or the Cox event), ``"none"`` none."""
+def split_strata(recipe: ResolvedRecipe, rows: list[dict[str, Any]]) -> list[str] | None:
+    """The stratum of each row under ``[cohort] stratify``: ``"auto"`` asks the head (its label, the
+    Cox event, quantile bins of a regression target), ``"none"`` none, else that column's values."""
     if recipe.cohort.stratify == "auto":
-        return recipe.head.cls.stratify_column(recipe.head.config)
-    return None if recipe.cohort.stratify in (None, "", "none") else recipe.cohort.stratify
+        return recipe.head.cls.strata(recipe.head.config, rows)
+    if recipe.cohort.stratify in (None, "", "none"):
+        return None
+    return [str(r.get(recipe.cohort.stratify)) for r in rows]
 
 
 def build_model(recipe: ResolvedRecipe, in_dim: int, target_state: dict[str, Any]) -> MILModel:
@@ -235,28 +242,35 @@ def run_recipe(recipe: ResolvedRecipe, registries: Registries, *, out: Path | No
         check_resumable(run_dir, recipe)
     note = start_threads(recipe, console)
     if run_dir.exists() and not resume and distributed.is_main():
-        for stale in ("metrics.json", "predictions.csv", "splits.json"):
+        for stale in ("metrics.json", "predictions.csv", "splits.json", "mlflow_runs.json"):
             (run_dir / stale).unlink(missing_ok=True)
-        for fold_dir in run_dir.glob("fold_*"):
-            shutil.rmtree(fold_dir)
+        for stale_dir in [*run_dir.glob("fold_*"), run_dir / "tensorboard"]:  # an MLflow store keeps its runs
+            shutil.rmtree(stale_dir, ignore_errors=True)
     distributed.barrier()
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(run_dir)
     if note:
         log.warning(note)
+    loggers = open_loggers(recipe, run_dir, resume=resume) if recipe.run.loggers and distributed.is_main() \
+        else RunLoggers()
+    failed = True
     try:
-        return _run(recipe, registries, run_dir, resume=resume, progress=progress, console=console)
+        out = _run(recipe, registries, run_dir, resume=resume, progress=progress, console=console, loggers=loggers)
+        failed = False
+        return out
     finally:
+        loggers.close(failed=failed)
         log.removeHandler(handler)
         handler.close()
 
 
 def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resume: bool, progress: bool,
-         console: Any) -> Path:
+         console: Any, loggers: RunLoggers) -> Path:
     started = time.time()
     main = distributed.is_main()
     if main:
         (run_dir / "recipe.toml").write_text(tomli_w.dumps(recipe.to_dict()))
+    loggers.start_run(recipe)
     cohort = load_cohort(recipe)
     check_rows(recipe, cohort.rows)
     store, excluded = prepare_bags(recipe, cohort, progress=progress, console=console)
@@ -273,8 +287,10 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
         if main:
             save_splits(splits_path, splits, {"mode": recipe.cohort.splits, "seed": recipe.run.seed,
                                               "unit": "case_id (patient)"})
-    folds, predictions = train_folds(recipe, store, cohort.by_id, splits, run_dir, resume=resume, progress=progress)
+    folds, predictions = train_folds(recipe, store, cohort.by_id, splits, run_dir, resume=resume, progress=progress,
+                                     loggers=loggers)
     summary = summarise(folds)
+    loggers.end_run(summary)
     metrics = {"milkit_version": __version__, "run": recipe.run.name, "head": recipe.head.name,
                "aggregator": recipe.aggregator.name, "monitor": folds[0]["monitor"],
                "aggregator_init": folds[0].get("init"), "excluded_slides": excluded,
@@ -291,13 +307,14 @@ def _run(recipe: ResolvedRecipe, registries: Registries, run_dir: Path, *, resum
 
 
 def train_folds(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[str, Any]], splits: list[Split],
-                run_dir: Path, *, resume: bool, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                run_dir: Path, *, resume: bool, progress: bool,
+                loggers: RunLoggers | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train and evaluate every fold into ``run_dir/fold_<k>``; finished folds are reused when resuming."""
     folds: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
     for fold, split in enumerate(splits):
         result = train_fold(recipe, store, by_id, split, run_dir / f"fold_{fold}", fold=fold, resume=resume,
-                            progress=progress)
+                            progress=progress, loggers=loggers)
         folds.append(result)
         for split_name, records in result["records"].items():
             if split_name in recipe.eval.splits:
@@ -306,8 +323,10 @@ def train_folds(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[
 
 
 def train_fold(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[str, Any]], split: Split,
-               fold_dir: Path, *, fold: int, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train one fold (or reuse its result.json when resuming) and return its result."""
+               fold_dir: Path, *, fold: int, resume: bool, progress: bool,
+               loggers: RunLoggers | None = None) -> dict[str, Any]:
+    """Train one fold (or reuse its result.json when resuming) and return its result; ``loggers`` get
+    its epochs and final metrics (a reused fold was logged when it ran)."""
     fold_dir.mkdir(parents=True, exist_ok=True)
     result_path = fold_dir / "result.json"
     if resume and result_path.is_file():
@@ -326,8 +345,9 @@ def train_fold(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[s
         save_json(fold_dir / "model.json", {"in_dim": store.feature_dim, "aggregator": recipe.aggregator.name,
                                             "head": recipe.head.name})
     init_info = init_aggregator(model, recipe)
+    loggers = loggers or RunLoggers()
     trainer = Trainer(recipe, model, FoldData(rows, store), fold_dir, fold=fold, device=pick_device(recipe.run.device),
-                      progress=progress)
+                      progress=progress, loggers=loggers)
     result = trainer.evaluate(trainer.fit(resume=resume))
     result["init"] = init_info
     result["planned_epochs"] = recipe.train.epochs
@@ -335,6 +355,7 @@ def train_fold(recipe: ResolvedRecipe, store: BagSource, by_id: dict[str, dict[s
     result["n_trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if distributed.is_main():
         save_json(result_path, result)
+    loggers.end_fold(fold, result)
     return result
 
 

@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from milkit.aggregator import AggregatorOutput
 from milkit.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from milkit.data.bags import BagSource, collate_bags
 from milkit.errors import DataError
 from milkit.head import SAMPLE_WEIGHT
 from milkit import distributed, threads
+from milkit.loggers import RunLoggers
 from milkit.model import Bags, MILModel
 from milkit.recipe.validate import ResolvedRecipe
 
@@ -70,19 +73,20 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 
 
 class Trainer:
-    """Trains ``model`` on one fold and writes ``fold_dir`` (checkpoints, metrics.jsonl)."""
+    """Trains ``model`` on one fold and writes ``fold_dir`` (checkpoints, metrics.jsonl); ``loggers``
+    mirror each epoch's entry to the recipe's experiment trackers."""
 
     def __init__(self, recipe: ResolvedRecipe, model: MILModel, data: FoldData, fold_dir: Path,
-                 *, fold: int, device: torch.device, progress: bool = True) -> None:
+                 *, fold: int, device: torch.device, progress: bool = True, loggers: RunLoggers | None = None) -> None:
         self.recipe, self.model, self.data, self.fold_dir, self.fold = recipe, model, data, fold_dir, fold
         self.device = device
         self.progress = progress
+        self.loggers = loggers or RunLoggers()
         self.ckpt_dir = fold_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         head = model.head
         self.monitor = recipe.train.monitor or head.monitor
-        self.mode = recipe.train.monitor_mode or (head.monitor_mode if self.monitor == head.monitor else
-                                                  ("min" if "loss" in self.monitor else "max"))
+        self.mode = recipe.train.monitor_mode or head.metric_mode(self.monitor)
         self.optimizer, self.scheduler = build_optimizer(model, recipe)
         self.model.to(device)
         self.ddp = None
@@ -102,16 +106,19 @@ class Trainer:
         return nullcontext()
 
     def _load(self, batch_rows: list[Row], subsample_seed: int | None) -> Bags:
-        """Pad the rows' bags into a batch; ``subsample_seed`` draws ``max_patches`` per slide
-        from a generator keyed on (seed, slide), so the draw does not depend on rank or order."""
-        max_patches = self.recipe.train.max_patches if subsample_seed is not None else None
+        """Pad the rows' bags into a batch. Training (``subsample_seed`` = the epoch's seed) draws
+        ``[train] max_patches`` per slide anew each epoch; evaluation (None) uses whole bags, or a fixed
+        draw of ``[eval] max_patches`` (the same every epoch and split). Draws come from a generator
+        keyed on (seed, slide), so they depend neither on rank nor on order."""
+        if subsample_seed is not None:
+            max_patches, seed = self.recipe.train.max_patches, str(subsample_seed)
+        else:
+            max_patches, seed = self.recipe.eval.max_patches, f"eval:{self.recipe.run.seed}"
         items = []
         for r in batch_rows:
             feats, coords = self.data.store.load(r["slide_id"])
             if max_patches and feats.shape[0] > max_patches:
-                key = int.from_bytes(hashlib.blake2b(f"{subsample_seed}:{r['slide_id']}".encode(), digest_size=8).digest())
-                keep = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(key))[:max_patches]
-                keep = keep.sort().values                                   # keep scan order
+                keep = sub_bag(feats.shape[0], max_patches, f"{seed}:{r['slide_id']}")
                 feats, coords = feats[keep], coords[keep]
             items.append((feats, coords))
         return collate_bags(items).to(self.device)
@@ -202,6 +209,25 @@ class Trainer:
             total = sum(distributed.gather_objects(total))
         return records, total / max(len(rows), 1), per_slide
 
+    def encoded(self, split: str) -> Iterator[tuple[AggregatorOutput, list[Row]]]:
+        """``(x, rows)`` for every slide of ``split`` (all ranks; whole bags unless ``[eval] max_patches``),
+        encoded as it is pulled; the caller sets eval mode and ``no_grad``."""
+        rows = self.data.rows[split]
+        batch_size = max(self.recipe.train.batch_size, 8)
+        for i in range(0, len(rows), batch_size):
+            batch_rows = rows[i:i + batch_size]
+            threads.tick()
+            bags = self._load(batch_rows, None)
+            with self._autocast():
+                x = self.model.encode(bags)
+            yield x, batch_rows
+
+    def index_train_split(self) -> None:
+        """Show the head the training split under the current weights (:meth:`Head.index_train_split`)."""
+        self.model.eval()
+        with torch.no_grad():
+            self.model.head.index_train_split(self.encoded("train"))
+
     def fit(self, *, resume: bool) -> dict[str, Any]:
         t, ev = self.recipe.train, self.recipe.eval
         metrics_path = self.fold_dir / "metrics.jsonl"
@@ -214,6 +240,7 @@ class Trainer:
                 threads.govern(int(meta["threads"]))  # the same float results as the run it continues
             log.info("fold %d: resumed after epoch %d", self.fold, state["epoch"])
         main = distributed.is_main()
+        self.loggers.start_fold(self.fold, first_epoch=state["epoch"] + 1)
         if main:
             lines = metrics_path.read_text().splitlines() if metrics_path.is_file() else []
             kept = [ln for ln in lines if json.loads(ln)["epoch"] <= state["epoch"]]
@@ -230,7 +257,10 @@ class Trainer:
                 entry: dict[str, Any] = {"fold": self.fold, "epoch": epoch, "train_loss": train_loss,
                                          **{f"train_aux_{k}": v for k, v in aux.items()},
                                          "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3)}
-                if has_val and (epoch % ev.every_n_epochs == 0 or epoch == t.epochs):
+                validate = has_val and (epoch % ev.every_n_epochs == 0 or epoch == t.epochs)
+                if validate or epoch == t.epochs:  # before validation and before the checkpoints are written
+                    self.index_train_split()
+                if validate:
                     with self.model.head.validation():
                         records, val_loss, _ = self.predict("val")
                         val_metrics = _scalars(self.model.head.validation_metrics(records))
@@ -249,6 +279,7 @@ class Trainer:
                 if main:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
+                    self.loggers.log_epoch(entry)
                     save_training_state(last, self.model, self.optimizer, self.scheduler,
                                         {**state, "threads": torch.get_num_threads()})
                 distributed.barrier()
@@ -300,7 +331,7 @@ class Trainer:
 
         rows = self.data.rows["train"]
         biggest = max(rows, key=lambda r: self.data.store.load(r["slide_id"])[0].shape[0])
-        bags, targets = self._load([biggest], None), self._targets([biggest])
+        bags, targets = self._load([biggest], 0), self._targets([biggest])  # a training step: [train] max_patches
         self.model.train()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -318,6 +349,12 @@ class Trainer:
             peak = training_step_memory_mb(self.model, step)
         self.model.zero_grad(set_to_none=True)
         return peak
+
+
+def sub_bag(n: int, k: int, key: str) -> torch.Tensor:
+    """``k`` of ``n`` patch indices, in scan order, drawn by a generator seeded from ``key``."""
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest())
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from milkit.config import ComponentConfig
 class CompareSection(ComponentConfig):
     aggregators: list[dict[str, Any]] = Field(
         ..., min_length=1, description="Aggregators to compare: {name = \"abmil\", <parameter overrides>}, "
-        "optionally head = {name = \"...\", <keys>} to pair it with another head than [head]."
+        "optionally head = {name = \"...\", <keys>} to pair it with another head than [head], and train = {...} "
+        "to override [train] keys for this entry."
     )
     folds: int = Field(5, ge=2, le=20, description="Patient-disjoint stratified folds (test sets partition the cohort).")
     seeds: list[int] = Field([0], min_length=1, description="Training seeds per fold.")
@@ -22,7 +23,7 @@ class CompareSection(ComponentConfig):
     )
 
 
-ENTRY_KEYS = ("name", "label", "head", "freeze")
+ENTRY_KEYS = ("name", "label", "head", "freeze", "train")
 """Keys of a ``[compare] aggregators`` entry that are not the aggregator's own."""
 
 
@@ -32,6 +33,26 @@ def entry_label(entry: dict[str, Any]) -> str:
         return str(entry["label"])
     table = entry.get("head")
     return f"{entry['name']}+{table['name']}" if isinstance(table, dict) and "name" in table else str(entry["name"])
+
+
+def _check_train(col: Any, i: int, name: str, table: Any) -> None:
+    """An entry's ``train = {...}``: keys of ``[train]`` that override the recipe's for this entry."""
+    from milkit.recipe.sections import TrainSection
+
+    if not isinstance(table, dict):
+        col.add("compare", "aggregators", f"entry {i + 1} ({name}): train must be a table of [train] keys")
+        return
+    unknown = sorted(set(table) - set(TrainSection.model_fields))
+    if unknown:
+        col.add("compare", "aggregators", f"entry {i + 1} ({name}): train: unknown [train] key(s) "
+                f"{', '.join(unknown)}")
+        return
+    try:
+        TrainSection.model_validate(table)
+    except pydantic.ValidationError as exc:
+        for err in exc.errors():
+            col.add("compare", "aggregators", f"entry {i + 1} ({name}): train.{'.'.join(map(str, err['loc']))}: "
+                    f"{err['msg']}")
 
 
 def _check_head(col: Any, registries: Any, i: int, aggregator: Any, table: Any) -> None:
@@ -61,7 +82,8 @@ def _resolved(config: Any, entry: dict[str, Any], base_dir: Path) -> None:
             entry[key] = str((base_dir / value.expanduser()).resolve())
 
 
-def validate_compare_table(col: Any, registries: Any, table: Any, base_dir: Path | None = None) -> CompareSection | None:
+def validate_compare_table(col: Any, registries: Any, table: Any,
+                           base_dir: Path | None = None) -> CompareSection | None:
     """Add issues for a bad ``[compare]`` table to ``col`` (the validator's collector); relative paths in
     entries resolve against ``base_dir`` (the recipe's folder)."""
     if not isinstance(table, dict):
@@ -101,6 +123,8 @@ def validate_compare_table(col: Any, registries: Any, table: Any, base_dir: Path
                         "weights = \"<file>\" (nothing to freeze)")
         if entry.get("head") is not None:
             _check_head(col, registries, i, cls, entry["head"])
+        if entry.get("train") is not None:
+            _check_train(col, i, name, entry["train"])
         label = entry_label(entry)
         if label in labels:
             col.add("compare", "aggregators", f"entry {i + 1}: '{label}' appears twice; give one a distinct "

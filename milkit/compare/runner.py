@@ -25,7 +25,7 @@ from milkit.errors import DataError, MilkitError, UsageError
 from milkit.compare.claims import claim, release
 from milkit.recipe.diff import recipe_changes
 from milkit.runner import (_setup_logging, bags_for, check_rows, load_cohort, prepare_bags, start_threads,
-                           stratify_column, train_fold)
+                           split_strata, train_fold)
 
 log = logging.getLogger("milkit")
 
@@ -44,6 +44,9 @@ def _variants(recipe: ResolvedRecipe, section: CompareSection, registries: Regis
             head_cls = registries.heads.get(table["name"])
             config = head_cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
             variant = dataclasses.replace(variant, head=Component("head", head_cls.name, head_cls, config))
+        if "train" in entry:                                         # this model family's own budget
+            train = type(recipe.train).model_validate({**recipe.train.model_dump(), **entry["train"]})
+            variant = dataclasses.replace(variant, train=train)
         out.append((entry_label(entry), variant))
     return out
 
@@ -102,7 +105,7 @@ def run_compare(recipe: ResolvedRecipe, registries: Registries, *, out: Path | N
         else:
             rows = [r for r in cohort.rows if r["slide_id"] in store.paths]
             splits = make_splits(rows, mode="kfold", seed=recipe.run.seed, folds=section.folds,
-                                 val_fraction=recipe.cohort.val_fraction, stratify=stratify_column(recipe))
+                                 val_fraction=recipe.cohort.val_fraction, strata=split_strata(recipe, rows))
             save_splits(splits_path, splits, {"mode": "kfold", "seed": recipe.run.seed, "unit": "case_id (patient)"})
         jobs = [(label, variant, seed, fold) for label, variant in variants for seed in section.seeds
                 for fold in range(len(splits))]
@@ -165,7 +168,7 @@ def _run_jobs(jobs: list[tuple[str, ResolvedRecipe, int, int]], store: BagSource
 def summarise_comparison(results: dict[str, list[dict[str, Any]]], recipe: ResolvedRecipe,
                          section: CompareSection) -> dict[str, Any]:
     metric = section.metric or recipe.head.cls.monitor
-    mode = recipe.head.cls.monitor_mode if metric == recipe.head.cls.monitor else "max"
+    mode = recipe.head.cls.metric_mode(metric)
     rows: list[dict[str, Any]] = []
     runs: dict[str, list[float]] = {}
     for label, folds in results.items():

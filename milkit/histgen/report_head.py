@@ -10,13 +10,13 @@ from pydantic import Field
 from torch import Tensor
 
 from milkit.aggregator import Aggregator, AggregatorOutput
-from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
 from milkit.head import Head, HeadOutput, Row
 from milkit.histgen.cmn import CrossModalMemory
 from milkit.histgen.decoder import ReportDecoder
 from milkit.histgen.decoding import beam_search, greedy_decode
 from milkit.histgen.tokenizer import Tokenizer
+from milkit.metrics.reports import ReportMetricsConfig, report_metric_problems
 
 if TYPE_CHECKING:
     from milkit.viz.rundata import RunView
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 Decoding = Literal["beam", "greedy"]
 
 
-class ReportConfig(ComponentConfig):
+class ReportConfig(ReportMetricsConfig):
     report_column: str = Field("report", description="Cohort column holding the report text.")
     max_seq_length: int = Field(100, ge=3, description="Id-sequence length incl. BOS/EOS; also the generation limit.")
     threshold: int = Field(10, ge=1, description="Minimum train-split word count for the vocabulary.")
@@ -102,12 +102,14 @@ class Report(Head):
     @classmethod
     def check_rows(cls, config: ReportConfig, rows: list[Row]) -> list[str]:
         col = config.report_column
+        problems = report_metric_problems(config)  # an unreadable findings vocabulary fails before training
         bad = [str(r.get("slide_id", "?")) for r in rows
                if not isinstance(r.get(col), str) or not r[col].strip()]
         if not bad:
-            return []
+            return problems
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        return [f"column '{col}' is empty for slide(s) {', '.join(bad[:5])}{more}: every slide needs a report"]
+        return [*problems,
+                f"column '{col}' is empty for slide(s) {', '.join(bad[:5])}{more}: every slide needs a report"]
 
     def collate_targets(self, rows: list[Row]) -> dict[str, Tensor]:
         seqs = [self.encode_report(str(r[self.config.report_column]))[0] for r in rows]
@@ -155,23 +157,32 @@ class Report(Head):
         return beam_search(self.decoder, x.tokens, x.token_mask, self.config.beam_size, self.max_len)
 
     def predict(self, x: AggregatorOutput, rows: list[Row]) -> list[Row]:
+        """Records with the generated text and two references: ``reference``, the original report
+        cleaned as the tokenizer cleans it (milkit's default), and ``reference_histgen``, HistGen's
+        convention (decoded from the truncated id sequence, so out-of-vocabulary words are ``<unk>``)."""
         ids = self.generate(x).cpu().tolist()
         records = []
         for row, seq in zip(rows, ids):
             text = row.get(self.config.report_column)
-            ref_ids, cut = self.encode_report(text) if isinstance(text, str) and text.strip() else ([0, 0], False)
+            usable = isinstance(text, str) and text.strip()
+            ref_ids, cut = self.encode_report(text) if usable else ([0, 0], False)
             records.append({"slide_id": row["slide_id"], "generated": self.tokenizer.decode(seq),
-                            "reference": self.tokenizer.decode(ref_ids[1:]), "truncated": bool(cut)})
+                            "reference": " ".join(self.tokenizer.tokenize(text)) if usable else "",
+                            "reference_histgen": self.tokenizer.decode(ref_ids[1:]), "truncated": bool(cut)})
         return records
 
     def metrics(self, records: list[Row], *, train_records: list[Row] | None = None) -> dict[str, Any]:
-        """BLEU-1..4, METEOR, ROUGE-L, CIDEr, truncations, and the constant-report baseline's scores."""
-        from milkit.metrics.reports import score_reports
+        """Every report metric against the original reports (cleaned), the pycocoevalcap scores under
+        HistGen's convention too (``histgen_protocol_*``), truncations and the constant-report baseline."""
+        from milkit.metrics.reports import report_metrics, score_reports
 
-        scores = self._scores(records, meteor=True)
+        generated, references = [r["generated"] for r in records], [r["reference"] for r in records]
+        histgen = [r.get("reference_histgen", r["reference"]) for r in records]
+        scores = report_metrics(generated, references, self.config, protocols={"histgen_protocol": histgen})
+        scores["n_truncated"] = sum(bool(r.get("truncated")) for r in records)
         baseline = self.target_state.get("most_common_report")
         if baseline and records:  # a model that always writes the commonest training report
-            base = score_reports([baseline] * len(records), [r["reference"] for r in records], meteor=False)
+            base = score_reports([baseline] * len(records), references, meteor=False)
             scores.update({f"baseline_{k}": v for k, v in base.items() if k in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr")})
         return scores
 
@@ -183,13 +194,11 @@ class Report(Head):
         draw_report_samples(run, sink)
 
     def validation_metrics(self, records: list[Row]) -> dict[str, Any]:
-        """The n-gram scores without METEOR (a JVM start per call) and without the baseline."""
-        return self._scores(records, meteor=False)
+        """BLEU, ROUGE-L, CIDEr and the overall finding agreement: no METEOR (a JVM start), no REG2025
+        (its models), no HistGen-protocol scores and no baseline."""
+        from milkit.metrics.reports import report_validation_metrics
 
-    def _scores(self, records: list[Row], *, meteor: bool) -> dict[str, Any]:
-        from milkit.metrics.reports import score_reports
-
-        scores: dict[str, Any] = dict(score_reports([r["generated"] for r in records],
-                                                    [r["reference"] for r in records], meteor=meteor))
+        scores = report_validation_metrics([r["generated"] for r in records], [r["reference"] for r in records],
+                                           self.config)
         scores["n_truncated"] = sum(bool(r.get("truncated")) for r in records)
         return scores

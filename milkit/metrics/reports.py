@@ -1,4 +1,5 @@
-"""Report-generation metrics: pycocoevalcap BLEU-1..4, METEOR, ROUGE-L and CIDEr-D, as HistGen uses them.
+"""Report-generation metrics: pycocoevalcap BLEU-1..4, METEOR, ROUGE-L and CIDEr-D, as HistGen uses them,
+plus finding agreement and the REG2025 ranking score; :func:`report_metrics` is what report heads call.
 
 Strings are scored as given (no PTB tokenisation): ``{i: [reference]}`` against
 ``{i: [generated]}``, one reference per sample, exactly like HistGen's ``compute_scores``.
@@ -8,9 +9,14 @@ cannot run, ``METEOR`` is ``None`` and ``meteor_unavailable_reason`` says why.
 
 import shutil
 import threading
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field, field_validator
+
+from milkit.config import ComponentConfig
 from milkit.errors import MilkitError
+from milkit.metrics import findings, reg2025
 
 BLEU_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4")
 METRIC_KEYS = (*BLEU_KEYS, "METEOR", "ROUGE_L", "CIDEr")
@@ -131,3 +137,107 @@ def report_scores_per_sample(generated: list[str], references: list[str]) -> lis
         {**{k: float(bleu[n][i]) for n, k in enumerate(BLEU_KEYS)}, "ROUGE_L": float(rouge[i])}
         for i in range(len(generated))
     ]
+
+
+class ReportMetricsConfig(ComponentConfig):
+    """The report-metric keys every report head shares: inherit it into the head's ``Config``
+    (``class MyConfig(ReportMetricsConfig): ...``) and pass ``self.config`` to :func:`report_metrics`."""
+
+    findings_vocabulary: str = Field(
+        "tcga", description="Finding-agreement vocabulary: 'demo', 'tcga' (shipped), the path of a TOML file, "
+                            "or 'none' (docs/report-metrics.md).")
+    reg2025_keyword_model: str = Field(
+        reg2025.DEFAULT_KEYWORD_MODEL, description="spaCy/scispaCy model for REG2025's KEY: an installed package "
+                                                   "name or a model folder ('none': off; never downloaded).")
+    reg2025_embedding_model: str = Field(
+        reg2025.DEFAULT_EMBEDDING_MODEL, description="transformers model for REG2025's EMB: a model folder or a "
+                                                     "hub id already in the HF cache ('none': off; never downloaded).")
+
+    @field_validator("findings_vocabulary")
+    @classmethod
+    def _vocabulary_form(cls, value: str) -> str:
+        return findings.check_spec(value)
+
+
+def report_metric_problems(config: ReportMetricsConfig) -> list[str]:
+    """Problems with the metric settings that show before training (an unreadable vocabulary); [] if fine.
+
+    Report heads return these from ``check_rows`` so a bad vocabulary fails the run at its start.
+    """
+    if config.findings_vocabulary == findings.DISABLED:
+        return []
+    try:
+        findings.load_vocabulary(config.findings_vocabulary)
+    except findings.VocabularyError as exc:
+        return [f"findings_vocabulary: {exc}"]
+    return []
+
+
+def finding_metrics(generated: list[str], references: list[str], vocabulary: str) -> dict[str, Any]:
+    """:func:`milkit.metrics.findings.finding_agreement` with the vocabulary named by a config value;
+    ``{}`` for ``'none'``, ``findings_unavailable_reason`` when it cannot be read."""
+    if vocabulary == findings.DISABLED:
+        return {}
+    try:
+        vocab = findings.load_vocabulary(vocabulary)
+    except findings.VocabularyError as exc:
+        return {"findings_unavailable_reason": str(exc)}
+    return findings.finding_agreement(generated, references, vocab)
+
+
+def reg2025_metrics(generated: list[str], references: list[str], config: ReportMetricsConfig) -> dict[str, Any]:
+    """The REG2025 ranking score with the KEY/EMB models ``config`` names (loaded once, cached)."""
+    return reg2025.reg2025_score(generated, references,
+                                 keywords=reg2025.spacy_keywords(config.reg2025_keyword_model),
+                                 embedder=reg2025.transformer_embedder(config.reg2025_embedding_model))
+
+
+def report_metrics(
+    generated: list[str],
+    references: list[str],
+    config: ReportMetricsConfig | None = None,
+    *,
+    protocols: Mapping[str, list[str]] | None = None,
+    meteor: bool = True,
+    reg2025_score: bool = True,
+) -> dict[str, Any]:
+    """Every report metric of generated reports against their references: the one call report heads make.
+
+    Args:
+        generated, references: one string each per report, in the same order. Pass the references
+            as the head's default protocol wants them (milkit: the original report, cleaned).
+        config: the findings vocabulary and the REG2025 models (default: ``ReportMetricsConfig()``).
+        protocols: label -> other references for the same reports, e.g. ``{"histgen_protocol":
+            references decoded from the truncated vocabulary}``; the pycocoevalcap scores against each
+            are added as ``<label>_BLEU_4``... (finding agreement and REG2025 use ``references`` only).
+        meteor: run METEOR (a JVM start per reference set).
+        reg2025_score: compute REG2025 (loads its models on first use).
+
+    Returns:
+        ``BLEU_1..4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` (:func:`score_reports`), the ``finding_*``
+        and ``findings_*`` keys (:func:`finding_metrics`), the ``REG2025*`` keys
+        (:func:`milkit.metrics.reg2025.reg2025_score`) and each protocol's prefixed scores. Parts that
+        cannot be computed are None, with a ``*_reason`` key saying why.
+    """
+    config = config if config is not None else ReportMetricsConfig()
+    out: dict[str, Any] = dict(score_reports(generated, references, meteor=meteor))
+    for label, refs in (protocols or {}).items():
+        out.update({f"{label}_{k}": v for k, v in score_reports(generated, refs, meteor=meteor).items()})
+    out.update(finding_metrics(generated, references, config.findings_vocabulary))
+    if reg2025_score:
+        out.update(reg2025_metrics(generated, references, config))
+    return out
+
+
+VALIDATION_FINDING_KEYS = ("findings_accuracy", "findings_macro_f1")
+"""The finding-agreement keys of :func:`report_validation_metrics` (the per-field ones stay out of the
+per-epoch log)."""
+
+
+def report_validation_metrics(generated: list[str], references: list[str],
+                              config: ReportMetricsConfig | None = None) -> dict[str, Any]:
+    """The cheap subset for per-epoch validation (a head's ``validation_metrics``): BLEU, ROUGE-L and
+    CIDEr without METEOR, and the overall finding agreement; no REG2025, no protocols."""
+    out = report_metrics(generated, references, config, meteor=False, reg2025_score=False)
+    return {k: v for k, v in out.items()
+            if not k.startswith(("finding", "METEOR", "meteor")) or k in VALIDATION_FINDING_KEYS}

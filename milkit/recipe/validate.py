@@ -81,7 +81,7 @@ class ResolvedRecipe:
         out["aggregator"] = self.aggregator.to_table()
         out["head"] = self.head.to_table()
         out["train"] = {k: v for k, v in self.train.model_dump(mode="json").items() if v is not None}
-        out["eval"] = self.eval.model_dump(mode="json")
+        out["eval"] = {k: v for k, v in self.eval.model_dump(mode="json").items() if v is not None}
         if self.compare is not None:
             out["compare"] = self.compare.model_dump(mode="json", exclude_none=True)
         return out
@@ -162,6 +162,9 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     source, cohort = check_cohort(col, recipe, registries, check_files=check_files)
     agg, head = check_model(col, registries, recipe.data, recipe.base_dir)
     extractor = check_extractor(col, registries, recipe.data, source)
+    if extractor is not None:
+        check_annotations(col, recipe, extractor, check_files=check_files)
+        check_stain_target(col, recipe, extractor, check_files=check_files)
     if agg is not None:
         check_transfer(col, recipe, agg, check_files=check_files)
     if cohort is not None and source is not None and check_files:
@@ -169,6 +172,8 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     compare = check_compare(col, registries, recipe.data, recipe.base_dir)
     if "run" in sections and check_files:
         check_run(col, recipe, sections["run"])
+    if "run" in sections:
+        check_loggers(col, sections["run"], check_packages=check_files)
     if col.issues:
         raise RecipeError(sorted(col.issues, key=lambda i: (i.file != str(recipe.path), i.line or 0)))
     assert agg is not None and head is not None and cohort is not None and source is not None
@@ -342,6 +347,42 @@ def check_run(col: _Collector, recipe: Recipe, run: RunSection) -> None:
     if not torch.cuda.is_available():
         col.add("run", "device", f"'cuda' was asked for but this machine has no usable CUDA device (torch "
                 f"{torch.__version__}); use device = \"auto\" (CUDA when present) or \"cpu\"")
+
+
+def check_loggers(col: _Collector, run: RunSection, *, check_packages: bool) -> None:
+    """``[run] loggers``: known trackers whose package is installed (checked before any work, not after
+    training); ``mlflow_tracking_uri`` only with ``"mlflow"``."""
+    from milkit.loggers import logger_problems
+
+    for _, message in logger_problems(run.loggers, check_packages=check_packages):
+        col.add("run", "loggers", message)
+    if run.mlflow_tracking_uri is not None and "mlflow" not in run.loggers:
+        col.add("run", "mlflow_tracking_uri", "set, but [run] loggers does not name \"mlflow\"; add it "
+                "(loggers = [\"mlflow\"]) or remove this key")
+
+
+def check_annotations(col: _Collector, recipe: Recipe, extractor: Component, *, check_files: bool) -> None:
+    """``[extractor] annotations``: resolved against the recipe's folder, and (``check_files``) a folder."""
+    settings = extractor.extra.get("settings")
+    if settings is None or settings.annotations is None:
+        return
+    folder = _resolve_path(recipe.base_dir, settings.annotations)
+    extractor.extra["settings"] = settings.model_copy(update={"annotations": folder})
+    if check_files and not folder.is_dir():
+        col.add("extractor", "annotations", f"folder not found: {folder} (QuPath GeoJSON exports, one per slide, "
+                "named <slide_id>.geojson; relative paths start at the recipe's folder)")
+
+
+def check_stain_target(col: _Collector, recipe: Recipe, extractor: Component, *, check_files: bool) -> None:
+    """``[extractor] stain_target``: resolved against the recipe's folder, and (``check_files``) a file."""
+    settings = extractor.extra.get("settings")
+    if settings is None or settings.stain_target is None:
+        return
+    path = _resolve_path(recipe.base_dir, settings.stain_target)
+    extractor.extra["settings"] = settings.model_copy(update={"stain_target": path})
+    if check_files and not path.is_file():
+        col.add("extractor", "stain_target", f"file not found: {path} (an H&E tile, PNG/JPEG/TIFF, whose stain "
+                "the tiles are normalised to; relative paths start at the recipe's folder)")
 
 
 def check_compare(col: _Collector, registries: Registries, data: dict[str, Any],

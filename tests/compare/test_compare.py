@@ -157,3 +157,20 @@ def test_a_bad_entry_head_is_named(tmp_path, registries, synthetic_cohort, head,
     with pytest.raises(RecipeError) as err:
         validate_recipe(load_recipe(path), registries)
     assert any(message in i.message for i in err.value.issues), [i.message for i in err.value.issues]
+
+
+def test_an_entry_may_override_train_keys(tmp_path, registries, synthetic_cohort):
+    path = tmp_path / "c.toml"
+    entries = ('aggregators = [{name = "mean", embed_dim = 16}, '
+               '{name = "mean", embed_dim = 16, label = "longer", train = {epochs = 6, lr = 5e-3}}]')
+    text = RECIPE.format(csv=synthetic_cohort)
+    text = text.replace(text.splitlines()[-1], entries).replace("folds = 3", "folds = 2")
+    path.write_text(text)
+    out = run_compare(validate_recipe(load_recipe(path), registries), registries, out=tmp_path / "cmp", progress=False)
+    epochs = {label: len((out / f"runs/{label}/seed_0/fold_0/metrics.jsonl").read_text().splitlines())
+              for label in ("mean", "longer")}
+    assert epochs == {"mean": 4, "longer": 6}
+    bad = text.replace("train = {epochs = 6, lr = 5e-3}", "train = {epochz = 6}")
+    path.write_text(bad)
+    with pytest.raises(RecipeError, match=r"unknown \[train\] key\(s\) epochz"):
+        validate_recipe(load_recipe(path), registries)

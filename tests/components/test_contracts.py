@@ -5,6 +5,7 @@ autoload). Heavy ones get a small config here, keyed by registered name; a name 
 skipped only with a reason in ``SKIP``.
 """
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -49,15 +50,23 @@ SMALL_CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
         "cmm_size": 16, "cmm_dim": 16, "topk": 4, "slide_pool_dim": 8,
     },
     ("head", "cox"): {"n_boot": 10},
+    ("head", "regression"): {"n_boot": 10},
+    # two targets: the synthetic rows' label (3 classes) and event (0/1)
+    ("head", "multitarget"): {"label_columns": ["label", "event"], "n_boot": 10},
     ("head", "report"): {
         "d_model": 16, "num_heads": 2, "d_ff": 16, "num_layers": 1, "cmm_size": 16, "topk": 4,
         "max_seq_length": 12, "threshold": 2, "beam_size": 2,
+        "reg2025_keyword_model": "none", "reg2025_embedding_model": "none",  # never load the REG2025 models
     },
+    ("head", "retrieval"): {"reg2025_keyword_model": "none", "reg2025_embedding_model": "none"},
+    ("head", "lm"): {"max_new_tokens": 8, "reg2025_keyword_model": "none", "reg2025_embedding_model": "none"},
 }
 # the named ViT presets (milkit/components/extractors/presets.py): each one reduced, keeping its structure
 SMALL_CONFIGS.update({("extractor", p.name): p.small_config() for p in PRESETS})
 SKIP: dict[tuple[str, str], str] = {}
-SLOW = {("head", "report")}  # its metrics start METEOR's JVM (~20 s)
+if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("peft") is None:
+    SKIP[("head", "lm")] = "needs the lm extra: pip install 'milkit[lm]'"
+SLOW = {("head", "report"), ("head", "retrieval"), ("head", "lm")}  # their metrics start METEOR's JVM (~20 s)
 
 REGISTRIES: Registries = build_registries(get_plugin_manager(autoload=False))
 
@@ -107,7 +116,7 @@ TOKEN_PAIRS = [
     for agg in REGISTRIES.aggregators.names()
     if REGISTRIES.aggregators.get(agg).provides_tokens
     for head in REGISTRIES.heads.names()
-    if REGISTRIES.heads.get(head).requires_tokens
+    if REGISTRIES.heads.get(head).requires_tokens and ("head", head) not in SKIP
 ]
 
 

@@ -63,33 +63,47 @@ def test_predict_records_and_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     model = small_model("fixed")
     head = model.head
     head.target_state["most_common_report"] = "w03 w04"  # fit_targets records it; imported runs may lack it
-    rows = [{"slide_id": "x", "report": "w03 w04"}, {"slide_id": "y", "report": "w05 " * 40}]
+    rows = [{"slide_id": "x", "report": "W03 w04."}, {"slide_id": "y", "report": "w05 " * 40}]
     with torch.no_grad():
         x = model.encode(pad([torch.randn(5, IN_DIM), torch.randn(9, IN_DIM)]))
         with head.decoding_mode("greedy"):
             greedy = head.predict(x, rows)
         beam = head.predict(x, rows)
     assert [r["slide_id"] for r in beam] == ["x", "y"]
-    assert beam[0]["reference"] == "w03 w04 <unk>"  # decoded ids, as HistGen: "." is out of vocabulary and greedy[1]["truncated"] and not greedy[0]["truncated"]
-    assert greedy[1]["reference"].split() == ["w05"] * (SMALL_HEAD["max_seq_length"] - 2)
+    # the default reference is the whole original report, cleaned; HistGen's is decoded from the cut ids
+    assert beam[0]["reference"] == "w03 w04 ." and beam[0]["reference_histgen"] == "w03 w04 <unk>"
+    assert greedy[1]["reference"].split() == ["w05"] * 40 + ["."]  # the cleaner ends every report with " ."
+    assert greedy[1]["reference_histgen"].split() == ["w05"] * (SMALL_HEAD["max_seq_length"] - 2)
+    assert greedy[1]["truncated"] and not greedy[0]["truncated"]
     calls = []
     monkeypatch.setattr(milkit.metrics.reports, "score_reports",
                         lambda g, r, meteor=True: calls.append((g, r, meteor)) or {"BLEU_4": 0.5})
     scores = head.metrics(beam)
-    assert scores == {"BLEU_4": 0.5, "n_truncated": 1, "baseline_BLEU_4": 0.5}
-    (gen, refs, meteor), (base, base_refs, base_meteor) = calls
-    assert refs == base_refs == [r["reference"] for r in beam] and meteor and not base_meteor
+    assert {k: scores[k] for k in ("BLEU_4", "histgen_protocol_BLEU_4", "n_truncated", "baseline_BLEU_4")} == {
+        "BLEU_4": 0.5, "histgen_protocol_BLEU_4": 0.5, "n_truncated": 1, "baseline_BLEU_4": 0.5}
+    assert scores["findings_vocabulary"] == "tcga" and "REG2025" in scores and "REG2025_unavailable_reason" in scores
+    (gen, refs, meteor), (_, hist_refs, hist_meteor), (base, base_refs, base_meteor) = calls
+    assert refs == base_refs == [r["reference"] for r in beam] and meteor and hist_meteor and not base_meteor
+    assert hist_refs == [r["reference_histgen"] for r in beam]
     assert base == [head.target_state["most_common_report"]] * len(beam)  # the always-the-same-report baseline
     calls.clear()
     with head.validation():  # per-epoch model selection decodes greedily
         assert head._decoding == head.config.val_decoding
     assert head._decoding is None
-    assert head.validation_metrics(beam) == {"BLEU_4": 0.5, "n_truncated": 1}  # no METEOR JVM, no baseline
+    cheap = head.validation_metrics(beam)  # no METEOR JVM, no REG2025 models, no HistGen protocol, no baseline
+    assert cheap["BLEU_4"] == 0.5 and cheap["n_truncated"] == 1 and "findings_macro_f1" in cheap
+    assert not any(k.startswith(("REG2025", "histgen_protocol", "baseline", "finding_", "METEOR")) for k in cheap)
     assert [c[2] for c in calls] == [False]
     calls.clear()
     with head.validation():  # no hidden mode: metrics() is the full set wherever it is called
-        assert head.metrics(beam) == scores
-    assert [c[2] for c in calls] == [True, False]
+        assert head.metrics(beam).keys() == scores.keys()
+    assert [c[2] for c in calls] == [True, True, False]
+
+
+def test_a_bad_findings_vocabulary_fails_before_training(tmp_path) -> None:
+    problems = Report.check_rows(ReportConfig(findings_vocabulary=str(tmp_path / "v.toml")), ROWS)
+    assert len(problems) == 1 and problems[0].startswith("findings_vocabulary:") and "no such file" in problems[0]
+    assert Report.check_rows(ReportConfig(findings_vocabulary="demo"), ROWS) == []
 
 
 def test_the_memory_is_shared_with_the_aggregator() -> None:
@@ -113,4 +127,5 @@ def test_other_token_widths_get_their_own_memory_and_a_projection() -> None:
 def test_head_conformance(monkeypatch: pytest.MonkeyPatch) -> None:
     real = milkit.metrics.reports.score_reports
     monkeypatch.setattr(milkit.metrics.reports, "score_reports", lambda g, r, meteor=True: real(g, r, meteor=False))  # no JVM
-    check_head(Report, {**SMALL_HEAD, "threshold": 1, "max_seq_length": 10})
+    check_head(Report, {**SMALL_HEAD, "threshold": 1, "max_seq_length": 10, "reg2025_keyword_model": "none",
+                        "reg2025_embedding_model": "none"})

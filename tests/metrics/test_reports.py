@@ -1,12 +1,23 @@
-"""Report metrics: pycocoevalcap semantics (corpus BLEU, mean ROUGE-L, CIDEr-D) and METEOR's failure modes."""
+"""Report metrics: pycocoevalcap semantics (corpus BLEU, mean ROUGE-L, CIDEr-D), METEOR's failure modes, and
+``report_metrics``, the one call report heads make."""
 
 import math
 import shutil
 
+import pydantic
 import pytest
 
 from milkit.metrics import reports
-from milkit.metrics.reports import METRIC_KEYS, REASON_KEY, report_scores_per_sample, score_reports
+from milkit.metrics.reports import (
+    METRIC_KEYS,
+    REASON_KEY,
+    ReportMetricsConfig,
+    report_metric_problems,
+    report_metrics,
+    report_scores_per_sample,
+    report_validation_metrics,
+    score_reports,
+)
 
 GEN = ["the cat sat on the mat", "a b"]
 REF = ["the cat is on the mat", "a b c"]
@@ -94,3 +105,45 @@ def test_meteor_survives_odd_strings() -> None:
     ref = ["benign", "tumour 2.5 cm\r\nx", "é µm grade", "benign tissue ."]
     odd = score_reports(gen, ref, meteor_timeout_s=120)
     assert REASON_KEY not in odd and 0.0 < odd["METEOR"] < 1.0
+
+
+# --- report_metrics: what every report head calls ------------------------------------------------------
+
+OFF = ReportMetricsConfig(findings_vocabulary="demo", reg2025_keyword_model="none", reg2025_embedding_model="none")
+
+
+def test_report_metrics_joins_ngram_findings_reg2025_and_protocols() -> None:
+    gen = ["invasive adenocarcinoma with acinar pattern . lymphovascular invasion is present ."]
+    ref = ["invasive adenocarcinoma with acinar pattern . lymphovascular invasion is not identified ."]
+    out = report_metrics(gen, ref, OFF, protocols={"histgen_protocol": ["invasive adenocarcinoma <unk> ."]},
+                         meteor=False)
+    assert {k: out[k] for k in ("BLEU_4", "ROUGE_L")} == {k: score_reports(gen, ref, meteor=False)[k]
+                                                          for k in ("BLEU_4", "ROUGE_L")}
+    histgen = score_reports(gen, ["invasive adenocarcinoma <unk> ."], meteor=False)
+    assert out["histgen_protocol_BLEU_1"] == histgen["BLEU_1"] and "histgen_protocol_meteor_unavailable_reason" in out
+    assert out["finding_subtype_accuracy"] == 1.0 and out["finding_lymphovascular_invasion_accuracy"] == 0.0
+    assert out["findings_vocabulary"] == "demo"
+    # REG2025: the models are off, so the score is None with the reasons; the n-gram parts are still there
+    assert out["REG2025"] is None and out["REG2025_ROUGE"] is not None
+    reason = out["REG2025_unavailable_reason"]
+    assert "KEY is disabled" in reason and "EMB is disabled" in reason
+    cheap = report_metrics(gen, ref, OFF, meteor=False, reg2025_score=False)
+    assert not any(k.startswith("REG2025") for k in cheap) and "finding_subtype_accuracy" in cheap
+    # per-epoch validation: the n-gram scores without METEOR and the overall finding agreement only
+    val = report_validation_metrics(gen, ref, OFF)
+    assert set(val) == {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr", "findings_accuracy",
+                        "findings_macro_f1"}
+    assert val["findings_macro_f1"] == out["findings_macro_f1"]
+
+
+def test_report_metric_settings_are_checked() -> None:
+    with pytest.raises(pydantic.ValidationError, match="findings_vocabulary must be one of"):
+        ReportMetricsConfig(findings_vocabulary="tgca")
+    missing = ReportMetricsConfig(findings_vocabulary="absent/vocab.toml")
+    assert report_metric_problems(missing)[0].startswith("findings_vocabulary: findings vocabulary 'absent/vocab.toml'")
+    assert report_metric_problems(ReportMetricsConfig()) == [] == report_metric_problems(OFF)
+    out = report_metrics(["a"], ["a"], missing, meteor=False, reg2025_score=False)
+    assert "no such file" in out["findings_unavailable_reason"]   # at metrics time: a reason, not a crash
+    none = report_metrics(["a"], ["a"], OFF.model_copy(update={"findings_vocabulary": "none"}), meteor=False,
+                          reg2025_score=False)
+    assert not any(k.startswith("finding") for k in none)
