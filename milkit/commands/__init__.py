@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "milkit.commands.compare",
     "milkit.commands.eval_reports",
     "milkit.commands.heatmap",
+    "milkit.commands.view",
     "milkit.commands.extract",
     "milkit.commands.convert_weights",
     "milkit.commands.encoders",

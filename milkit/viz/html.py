@@ -135,8 +135,46 @@ def _recipe(folder: Path) -> str:
     return f"<pre>{_e((folder / 'recipe.toml').read_text())}</pre>"
 
 
-def write_run_report(run_dir: Path | str, *, registries: Any = None) -> Path:
-    """Write ``RUN/report.html`` (runs :func:`write_run_plots` first if ``RUN/plots`` has no index)."""
+VIEWER_URL = "http://127.0.0.1:8000"
+"""Where report.html looks for a running ``milkit view`` (``MILKIT_VIEW_URL`` or ``viewer_url=`` to change)."""
+_PROBE = """(function(){var base=%s,token=%s,bases=[base];
+if(location.protocol.indexOf("http")===0&&location.origin!==base)bases.unshift(location.origin);
+function show(b){document.querySelectorAll("#milkit-view a[data-slide]").forEach(function(a){
+a.href=b+"/slide/"+encodeURIComponent(a.dataset.slide);});var c=document.getElementById("milkit-view-cohort");
+c.href=b+"/";c.textContent=b+"/";document.getElementById("milkit-view-links").hidden=false;
+document.getElementById("milkit-view-hint").hidden=true;}
+function probe(i){if(i>=bases.length)return;fetch(bases[i]+"/api/ping?run="+token).then(function(r){return r.json();})
+.then(function(d){if(d.run===null||d.run===undefined)probe(i+1);else show(bases[i]);}).catch(function(){probe(i+1);});}
+if(window.fetch)probe(0);})();"""
+
+
+def _viewer_links(run_dir: Path, viewer_url: str | None) -> str:
+    """Links from each slide to its ``milkit view`` page, shown only while a viewer serving this run answers
+    ``/api/ping`` (a small inline script asks it); otherwise one line saying how to start one."""
+    import os
+
+    from milkit.view.runs import run_token
+    from milkit.viz.rundata import case_slides, load_predictions
+
+    base = (viewer_url or os.environ.get("MILKIT_VIEW_URL") or VIEWER_URL).rstrip("/")
+    cases = case_slides(run_dir)
+    bags = dict.fromkeys(str(r["slide_id"]) for r in load_predictions(run_dir))
+    slides = list(dict.fromkeys(s for b in bags for s in cases.get(b, [b])))
+    if not slides:
+        return ""
+    links = " ".join(f"<a data-slide=\"{_e(s)}\">{_e(s)}</a>" for s in slides)
+    script = (_PROBE % (json.dumps(base), json.dumps(run_token(run_dir)))).replace("</", "<\\/")
+    return (f"<div id=\"milkit-view\"><p id=\"milkit-view-hint\">To open each slide with its attention in a "
+            f"deep-zoom viewer, run <code>milkit view {_e(run_dir.resolve())}</code>; links to it appear here while "
+            f"it runs at {_e(base)}.</p><div id=\"milkit-view-links\" hidden><p>milkit view is serving this run: "
+            f"<a id=\"milkit-view-cohort\"></a> (cohort). Slides with predictions:</p><p>{links}</p></div>"
+            f"<script>{script}</script></div>")
+
+
+def write_run_report(run_dir: Path | str, *, registries: Any = None, viewer_url: str | None = None) -> Path:
+    """Write ``RUN/report.html`` (runs :func:`write_run_plots` first if ``RUN/plots`` has no index).
+    ``viewer_url``: where the page looks for a running ``milkit view`` (default ``MILKIT_VIEW_URL``, else
+    :data:`VIEWER_URL`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "plots" / "index.json").is_file():
         from milkit.viz.run_plots import write_run_plots
@@ -164,6 +202,7 @@ def write_run_report(run_dir: Path | str, *, registries: Any = None) -> Path:
     page.section("Slides left out", lambda: _excluded(metrics.get("excluded_slides")))
     page.section("Plots", lambda: _plots(run_dir / "plots", "plots"))
     page.section("Attention heatmaps", lambda: _plots(run_dir / "plots", "heatmaps"))
+    page.section("Slides in milkit view", lambda: _viewer_links(run_dir, viewer_url))
     page.section("Data", lambda: _data(run_dir, registries))
     page.section("Cost", lambda: table_html(["fold", "selected epoch", "epochs", "s / epoch", "peak MiB", "s / slide",
                                              "parameters"], summary.cost_rows(metrics)))
