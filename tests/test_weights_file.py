@@ -353,6 +353,6 @@ def test_text_file_given_to_the_histgen_importer(tmp_path: Path) -> None:
 def test_no_reader_calls_or_suggests_unsafe_loading() -> None:
     root = Path(__file__).resolve().parents[1] / "milkit"
     for rel in ("weights_file.py", "commands/convert_weights.py", "histgen/convert.py",
-                "components/extractors/weights.py"):
+                "state_dict.py"):
         source = (root / rel).read_text(encoding="utf-8")
         assert not any(s in source for s in UNSAFE_ADVICE), rel

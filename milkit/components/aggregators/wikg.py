@@ -46,7 +46,7 @@ class WiKG(Aggregator):
 
     name = "wikg"
     Config = WiKGConfig
-    returns_attention = True
+    returns_attention = None  # attention only with pool = "attn" (the default): probed
 
     def __init__(self, config: WiKGConfig, *, in_dim: int) -> None:
         super().__init__(config, in_dim=in_dim)
