@@ -159,6 +159,18 @@ class ReportMetricsConfig(ComponentConfig):
         return findings.check_spec(value)
 
 
+def report_row_problems(config: ReportMetricsConfig, rows: list[dict[str, Any]], column: str) -> list[str]:
+    """A report head's ``check_rows``: :func:`report_metric_problems` plus the slides whose ``column``
+    holds no report text."""
+    problems = report_metric_problems(config)
+    bad = [str(r.get("slide_id", "?")) for r in rows if not isinstance(r.get(column), str) or not r[column].strip()]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        problems.append(f"column '{column}' is empty for slide(s) {', '.join(bad[:5])}{more}: every slide needs a "
+                        "report")
+    return problems
+
+
 def report_metric_problems(config: ReportMetricsConfig) -> list[str]:
     """Problems with the metric settings that show before training (an unreadable vocabulary); [] if fine.
 

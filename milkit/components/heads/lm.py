@@ -20,7 +20,7 @@ from milkit.aggregator import AggregatorOutput
 from milkit.components.heads import lm_model
 from milkit.components.heads.lm_aligner import MLPAligner, Resampler
 from milkit.head import Head, HeadOutput, Row
-from milkit.metrics.reports import ReportMetricsConfig, report_metric_problems
+from milkit.metrics.reports import ReportMetricsConfig, report_row_problems
 
 if TYPE_CHECKING:
     from milkit.viz.rundata import RunView
@@ -128,14 +128,7 @@ class LMReport(Head):
 
     @classmethod
     def check_rows(cls, config: LMConfig, rows: list[Row]) -> list[str]:
-        col = config.report_column
-        problems = report_metric_problems(config)  # an unreadable findings vocabulary fails before training
-        bad = [str(r.get("slide_id", "?")) for r in rows if not isinstance(r.get(col), str) or not r[col].strip()]
-        if not bad:
-            return problems
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        return [*problems,
-                f"column '{col}' is empty for slide(s) {', '.join(bad[:5])}{more}: every slide needs a report"]
+        return report_row_problems(config, rows, config.report_column)  # a bad vocabulary fails before training
 
     @classmethod
     def fit_targets(cls, config: LMConfig, train_rows: list[Row]) -> dict[str, Any]:
