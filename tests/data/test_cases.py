@@ -102,3 +102,40 @@ val_fraction = 0.25\ntest_fraction = 0.25\n[aggregator]\nname = "abmil"\nembed_d
     assert json.loads((out / "cases.json").read_text())["c00"] == ["c00-0", "c00-1"]
     drawn = sorted(p.stem for p in (out / "plots" / "heatmaps").glob("*.png") if "tiles" not in p.stem)
     assert drawn and all("-" in name for name in drawn)                    # one heatmap per slide of a case
+
+
+def test_patient_level_report_generation_writes_one_report_per_case(tmp_path: Path, registries) -> None:
+    """Case-level reports: a two-slide patient's slides form one bag and get one generated report."""
+    from milkit.recipe import load_recipe, validate_recipe
+    from milkit.runner import run_recipe
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "f").mkdir()
+    rows = []
+    for c in range(20):
+        kind = ("squamous", "adeno")[c % 2]
+        for s in range(1 + (c % 4 == 0)):                                  # every fourth patient has two slides
+            sid = f"p{c:02d}-{s}"
+            feats = rng.normal(size=(int(rng.integers(4, 10)), 8)).astype("float32")
+            feats[:, c % 2] += 3
+            with h5py.File(tmp_path / "f" / f"{sid}.h5", "w") as f:
+                f["features"] = feats
+                f["coords"] = np.stack([224 * np.arange(len(feats)), np.zeros(len(feats))], 1)
+            rows.append({"slide_id": sid, "case_id": f"p{c:02d}", "report": f"{kind} carcinoma . grade {c % 3 + 1} ."})
+    with open(tmp_path / "cohort.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"""[cohort]\ncsv = "{tmp_path / 'cohort.csv'}"\nfeatures_dir = "{tmp_path / 'f'}"\nbag = "case"
+val_fraction = 0.2\ntest_fraction = 0.25\n[aggregator]\nname = "mean"\nembed_dim = 8
+[head]\nname = "retrieval"\nobjective = "none"\nproj_dim = 0\nfindings_vocabulary = "none"\n[train]\nepochs = 1
+batch_size = 4\n""")
+    out = run_recipe(validate_recipe(load_recipe(recipe), registries), registries, out=tmp_path / "run", progress=False)
+    preds = list(csv.DictReader(open(out / "predictions.csv")))
+    assert preds and all("-" not in p["slide_id"] for p in preds)                 # one row per patient
+    assert len({(p["slide_id"], p["split"]) for p in preds}) == len(preds)
+    reports = {r["report"] for r in rows}
+    assert all(p["generated"] in reports and "-" not in p["neighbours"] for p in preds)  # a patient's report
+    cases = json.loads((out / "cases.json").read_text())
+    assert cases["p00"] == ["p00-0", "p00-1"] and cases["p01"] == ["p01-0"]
