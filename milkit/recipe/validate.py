@@ -163,8 +163,7 @@ def validate_recipe(recipe: Recipe, registries: Registries, *, check_files: bool
     agg, head = check_model(col, registries, recipe.data, recipe.base_dir)
     extractor = check_extractor(col, registries, recipe.data, source)
     if extractor is not None:
-        check_annotations(col, recipe, extractor, check_files=check_files)
-        check_stain_target(col, recipe, extractor, check_files=check_files)
+        check_setting_paths(col, recipe, extractor, check_files=check_files)
     if agg is not None:
         check_transfer(col, recipe, agg, check_files=check_files)
     if cohort is not None and source is not None and check_files:
@@ -361,28 +360,28 @@ def check_loggers(col: _Collector, run: RunSection, *, check_packages: bool) -> 
                 "(loggers = [\"mlflow\"]) or remove this key")
 
 
-def check_annotations(col: _Collector, recipe: Recipe, extractor: Component, *, check_files: bool) -> None:
-    """``[extractor] annotations``: resolved against the recipe's folder, and (``check_files``) a folder."""
-    settings = extractor.extra.get("settings")
-    if settings is None or settings.annotations is None:
-        return
-    folder = _resolve_path(recipe.base_dir, settings.annotations)
-    extractor.extra["settings"] = settings.model_copy(update={"annotations": folder})
-    if check_files and not folder.is_dir():
-        col.add("extractor", "annotations", f"folder not found: {folder} (QuPath GeoJSON exports, one per slide, "
-                "named <slide_id>.geojson; relative paths start at the recipe's folder)")
+SETTING_PATHS = {
+    "annotations": ("folder", "QuPath GeoJSON exports, one per slide, named <slide_id>.geojson"),
+    "stain_target": ("file", "an H&E tile, PNG/JPEG/TIFF, whose stain the tiles are normalised to"),
+}
+"""Extraction settings that name a path: what it must be, and what belongs there (for the message)."""
 
 
-def check_stain_target(col: _Collector, recipe: Recipe, extractor: Component, *, check_files: bool) -> None:
-    """``[extractor] stain_target``: resolved against the recipe's folder, and (``check_files``) a file."""
+def check_setting_paths(col: _Collector, recipe: Recipe, extractor: Component, *, check_files: bool) -> None:
+    """``[extractor] annotations`` / ``stain_target``: resolved against the recipe's folder, and
+    (``check_files``) an existing folder / file."""
     settings = extractor.extra.get("settings")
-    if settings is None or settings.stain_target is None:
+    if settings is None:
         return
-    path = _resolve_path(recipe.base_dir, settings.stain_target)
-    extractor.extra["settings"] = settings.model_copy(update={"stain_target": path})
-    if check_files and not path.is_file():
-        col.add("extractor", "stain_target", f"file not found: {path} (an H&E tile, PNG/JPEG/TIFF, whose stain "
-                "the tiles are normalised to; relative paths start at the recipe's folder)")
+    for key, (kind, what) in SETTING_PATHS.items():
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        path = _resolve_path(recipe.base_dir, value)
+        settings = settings.model_copy(update={key: path})
+        if check_files and not (path.is_dir() if kind == "folder" else path.is_file()):
+            col.add("extractor", key, f"{kind} not found: {path} ({what}; relative paths start at the recipe's folder)")
+    extractor.extra["settings"] = settings
 
 
 def check_compare(col: _Collector, registries: Registries, data: dict[str, Any],
